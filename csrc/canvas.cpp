@@ -1,0 +1,1 @@
+// placeholder translation unit; the rasterizer lands here

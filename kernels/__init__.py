@@ -1,0 +1,1 @@
+"""Triton kernels of gotr1, installed as ``gotr1.kernels``."""

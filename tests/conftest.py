@@ -1,0 +1,26 @@
+"""Shared test setup: the Triton interpreter on CPU-only machines, and seeded randomness."""
+
+import os
+import random
+
+# Must be set before any @triton.jit kernel is decorated, i.e. before gotr1.kernels is imported.
+try:
+    import torch
+
+    _has_cuda = torch.cuda.is_available()
+except ImportError:  # pragma: no cover - torch is a hard dependency
+    _has_cuda = False
+if not _has_cuda:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Every test starts from the same random state, so failures reproduce."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
