@@ -1,0 +1,116 @@
+"""GoT data files and the synthetic generator: validation, lazy rows, drawn images that match their chains."""
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gotr1.chain import parse_chain
+from gotr1.data import GoTDataError, GoTDataset
+from gotr1.synthetic import (
+    COLORS,
+    RELATIONS,
+    compbench_sample,
+    draw_sample,
+    read_compbench_prompts,
+    synthetic_samples,
+    write_synthetic_dataset,
+)
+
+COMPBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "t2i-compbench"
+
+
+def test_synthetic_dataset_round_trips_through_the_loader(tmp_path):
+    path = write_synthetic_dataset(tmp_path, num_samples=12, image_size=32, seed=3)
+    dataset = GoTDataset(path)
+    assert len(dataset) == 12 and dataset.skipped == []
+    row = dataset[5]
+    assert row.line == 6
+    assert parse_chain(row.chain, strict=True).objects
+    assert row.load_image().size == (32, 32)
+
+
+def test_synthetic_generation_is_seeded():
+    assert synthetic_samples(6, seed=1) == synthetic_samples(6, seed=1)
+    assert synthetic_samples(6, seed=1) != synthetic_samples(6, seed=2)
+    with pytest.raises(ValueError, match="num_samples"):
+        synthetic_samples(0)
+
+
+def test_spatial_samples_place_boxes_as_the_relation_says():
+    for sample in synthetic_samples(200, seed=0):
+        relation = next((r for r in RELATIONS if f" {r} " in sample.prompt), None)
+        if relation is None or len(sample.objects) != 2:
+            continue
+        (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = (o.box.as_tuple() for o in sample.objects)
+        side = RELATIONS[relation]
+        assert {"left": ax2 < bx1, "right": ax1 > bx2, "top": ay2 < by1, "bottom": ay1 > by2}[side], sample
+
+
+def test_drawn_image_shows_each_colour_inside_its_box():
+    for sample in synthetic_samples(20, seed=4):
+        image = np.asarray(draw_sample(sample, 64)).astype(int)
+        for obj, color in zip(sample.objects, sample.colors):
+            x1, y1, x2, y2 = obj.box.to_pixels(64, 64)
+            centre = image[(y1 + y2) // 2, (x1 + x2) // 2]
+            # Shapes overlap only in conjunction rows' gaps, never at a box centre of their own.
+            assert np.abs(centre - np.array(color)).max() <= 1, (sample.prompt, obj)
+
+
+@pytest.mark.skipif(not COMPBENCH.is_dir(), reason="T2I-CompBench prompt lists not beside the checkout")
+def test_compbench_prompts_become_samples_when_drawable():
+    prompts = read_compbench_prompts([COMPBENCH / "color_val.txt", COMPBENCH / "spatial_val.txt"])
+    rng = random.Random(0)
+    samples = [s for s in (compbench_sample(p, rng) for p in prompts) if s is not None]
+    assert len(samples) > len(prompts) // 2
+    for sample in samples:
+        assert len(parse_chain(sample.chain, strict=True).objects) == 2
+    sample = compbench_sample("a green bench and a red car", rng)
+    assert sample.colors == (COLORS["green"], COLORS["red"])
+    assert compbench_sample("a gold clock and a red car", rng) is None
+    assert compbench_sample("A dog is walking on a leash with its owner.", rng) is None
+
+
+def _write_rows(tmp_path, rows):
+    (tmp_path / "ok.png").write_bytes((Path(write_synthetic_dataset(tmp_path / "src", 1, 16)).parent / "images/000000.png").read_bytes())
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+GOOD = {"prompt": "a cup", "chain": "a <|obj_start|>cup<|obj_end|> <|box_start|>(1,2),(300,400)<|box_end|>", "image": "ok.png"}
+BAD_ROWS = [
+    ("{not json", "Expecting property name"),
+    ({**GOOD, "prompt": ""}, "field 'prompt'"),
+    ({k: v for k, v in GOOD.items() if k != "image"}, "field 'image' must be"),
+    ({**GOOD, "chain": "a <|obj_start|>cup<|obj_end|> <|box_start|>(1,2),(3)<|box_end|>"}, "field 'chain'.*4 coordinates"),
+    ({**GOOD, "chain": "a cup without tags"}, "no tagged objects"),
+    ({**GOOD, "image": "missing.png"}, "no file"),
+    ({**GOOD, "image": "broken.png"}, "does not decode"),
+]
+
+
+@pytest.mark.parametrize("bad, message", BAD_ROWS)
+def test_bad_row_raises_naming_file_and_line(tmp_path, bad, message):
+    path = _write_rows(tmp_path, [GOOD, "", bad, GOOD])
+    with pytest.raises(GoTDataError, match=rf"rows\.jsonl:3: .*{message}"):
+        GoTDataset(path)
+
+
+def test_skip_invalid_counts_the_bad_rows(tmp_path):
+    path = _write_rows(tmp_path, [GOOD] + [bad for bad, _ in BAD_ROWS] + [GOOD])
+    dataset = GoTDataset(path, skip_invalid=True)
+    assert len(dataset) == 2
+    assert [line for line, _ in dataset.skipped] == list(range(2, 2 + len(BAD_ROWS)))
+    assert dataset[1].line == len(BAD_ROWS) + 2
+
+
+def test_a_file_without_valid_rows_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        GoTDataset(tmp_path / "nope.jsonl")
+    path = _write_rows(tmp_path, [BAD_ROWS[1][0]])
+    with pytest.raises(GoTDataError, match="no valid rows"):
+        GoTDataset(path, skip_invalid=True)
