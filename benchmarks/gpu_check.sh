@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The one prepared script for a lent GPU machine (torch, triton, transformers preinstalled; nothing can be
+# downloaded there). Installs gotr1 without build isolation, runs the CUDA tests (compiled Triton, not the
+# interpreter), then the benchmarks, and prints the compact tables last. Budget: under 8 minutes on an H100.
+#
+#   bash benchmarks/gpu_check.sh            # logs and tables under $OUT (default /tmp/gotr1-gpu)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gotr1-gpu}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TRITON_INTERPRET=0
+PY=${PYTHON:-python3}
+status=0
+
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAME.log, remember failures
+  local name=$1 limit=$2; shift 2
+  echo "=== $name (limit ${limit}s): $*"
+  local t0=$SECONDS
+  timeout "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+  local rc=${PIPESTATUS[0]}
+  echo "=== $name: exit $rc after $((SECONDS - t0))s"
+  [ "$rc" -eq 0 ] || status=1
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+$PY -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/device.txt"
+step install 240 $PY -m pip install -q --no-build-isolation --no-deps -e .
+
+# CUDA tests: every test marked gpu, plus the kernel suites on CUDA tensors.
+step tests 150 $PY -m pytest -q -m gpu -p no:cacheprovider tests
+
+for bench in grpo_loss sampling generate; do
+  [ -f "benchmarks/bench_$bench.py" ] && step "bench_$bench" 170 $PY "benchmarks/bench_$bench.py" --markdown "$OUT/bench_$bench.md"
+done
+
+echo
+echo "################ summary ($(head -n1 "$OUT/device.txt")) ################"
+for table in "$OUT"/bench_*.md; do
+  [ -f "$table" ] && { echo; cat "$table"; }
+done
+exit $status
