@@ -1,0 +1,137 @@
+"""A local stand-in for an OpenAI-compatible judge server, for tests and benchmarks (127.0.0.1, any port).
+
+The first path segment picks the behaviour, so one server serves every case:
+``http://127.0.0.1:PORT/<mode>/v1`` with ``mode`` one of
+
+- ``good``: answers like Qwen2.5-VL would: a grounding box for "Locate the ..." requests,
+  ``{"score": score}`` otherwise (after ``latency`` seconds);
+- ``slow``: answers well after ``slow_seconds`` (longer than a client's timeout);
+- ``error``: HTTP 500;
+- ``flaky``: HTTP 500 for the first ``flaky_failures`` hits, then like ``good``;
+- ``garbage``: HTTP 200 with a reply text that holds no score or box;
+- ``notjson``: HTTP 200 with a body that is not JSON;
+- ``trickle``: sends its headers, then one byte at a time, each within a client's socket timeout.
+
+``hits[mode]`` counts requests; ``payloads`` keeps the decoded request bodies of ``good`` requests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog of 5 drops concurrent connects, and each dropped SYN costs the client a
+    # one-second retransmit: far from a real server (uvicorn: 2048).
+    request_queue_size = 1024
+
+
+class FakeOpenAIServer:
+    """Serve fake chat completions on 127.0.0.1 in a background thread; use as a context manager.
+
+    Parameters
+    ----------
+    latency : float
+        Seconds ``good`` (and recovered ``flaky``) requests wait before answering.
+    score : int
+        The score ``good`` answers with.
+    box : tuple of 4 ints
+        The grounding answer of ``good``, in the judge's resized pixels.
+    slow_seconds, flaky_failures, trickle_seconds : float, int, float
+        Knobs of the ``slow``, ``flaky`` and ``trickle`` modes.
+    """
+
+    def __init__(self, latency: float = 0.0, score: int = 7, box=(0, 0, 196, 196), slow_seconds: float = 1.5,
+                 flaky_failures: int = 1, trickle_seconds: float = 3.0):
+        self.latency, self.score, self.box = latency, score, tuple(box)
+        self.slow_seconds, self.flaky_failures, self.trickle_seconds = slow_seconds, flaky_failures, trickle_seconds
+        self.hits: Counter = Counter()
+        self.payloads: list[dict] = []
+        self.headers: list[dict] = []
+        self._lock = threading.Lock()
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def url(self, mode: str = "good") -> str:
+        """The ``base_url`` to give :class:`~gotr1.rewards.OpenAIJudge` for ``mode``."""
+        return f"http://127.0.0.1:{self._server.server_address[1]}/{mode}/v1"
+
+    def __enter__(self) -> "FakeOpenAIServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def reply_text(self, payload: dict) -> str:
+        """What ``good`` answers to a request body."""
+        text = " ".join(p.get("text", "") for m in payload["messages"] for p in m["content"] if p["type"] == "text")
+        if "Locate the" in text:
+            name = text.split("Locate the", 1)[1].split(",", 1)[0].strip()
+            return json.dumps([{"bbox_2d": list(self.box), "label": name}])
+        return f'```json\n{{"score": {self.score}}}\n```'
+
+    def _handler_class(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                mode = self.path.strip("/").split("/")[0]
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with server._lock:
+                    server.hits[mode] += 1
+                    hit = server.hits[mode]
+                try:
+                    self._answer(mode, hit, body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (its timeout); nothing to answer
+
+            def _answer(self, mode: str, hit: int, body: bytes):
+                if mode == "error" or (mode == "flaky" and hit <= server.flaky_failures):
+                    return self._send(500, b'{"error": "overloaded"}')
+                if mode == "notjson":
+                    return self._send(200, b"<html>bad gateway</html>")
+                if mode == "trickle":
+                    return self._trickle()
+                payload = json.loads(body)
+                if mode == "slow":
+                    time.sleep(server.slow_seconds)
+                elif server.latency:
+                    time.sleep(server.latency)
+                if mode == "good":
+                    with server._lock:
+                        server.payloads.append(payload)
+                        server.headers.append(dict(self.headers))
+                text = "Lorem ipsum, the picture is nice." if mode == "garbage" else server.reply_text(payload)
+                answer = {"id": "x", "object": "chat.completion",
+                          "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}
+                self._send(200, json.dumps(answer).encode())
+
+            def _send(self, status: int, data: bytes):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _trickle(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                end = time.monotonic() + server.trickle_seconds
+                while time.monotonic() < end:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+
+        return Handler

@@ -1,0 +1,267 @@
+"""Offline rule rewards, same signature as the judge rewards, for tests, the demo and runs without a judge GPU.
+
+- :class:`LayoutRuleReward` (reasoning stage): the chain's boxes against what the prompt asks for, the
+  objects it names and the relations between them (left of, right of, above, below, on top of, next to).
+- :class:`ColorRuleReward` (image stage): the colour the prompt (or the chain) requests for an object,
+  measured inside that object's chain box in the decoded image; usable with tiny random models.
+
+Both return float32 ``[N]`` in [0, 1] and a ``details`` dict; NaN marks a prompt the rule cannot check
+(TRL's None-becomes-NaN convention), and a chain without objects scores 0. The prompt reader is a
+heuristic for short compositional prompts such as T2I-CompBench's, not a parser.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from gotr1.chain import Chain, ChainObject, parse_chain
+from gotr1.rewards.judges import as_rgb_array
+
+# Relation phrases, longest first so "on the top of" wins over "on"; each maps to one geometric test.
+RELATIONS = (
+    (r"(?:on|to) the left (?:side )?of|left of", "left"),
+    (r"(?:on|to) the right (?:side )?of|right of", "right"),
+    (r"on (?:the )?top of|atop", "on_top"),
+    (r"on (?:the )?bottom of|underneath|beneath|below|under", "below"),
+    (r"above|over", "above"),
+    (r"next to|beside|near|on (?:the )?side of", "next_to"),
+)
+_RELATION = re.compile(r"\b(" + "|".join(f"(?:{p})" for p, _ in RELATIONS) + r")\b", re.I)
+# Conjunctions and the prepositions that start another object ("tulips in a vase", "a cat on a mat").
+_SPLIT = re.compile(
+    r"\b(?:and|with|while|that|which|in|inside|into|on|at|by|from|behind|against|along|across|among)\b|[,.;:!?]", re.I
+)
+_WORD = re.compile(r"[a-z]+")
+_FILLERS = frozenset(
+    "a an the one two three four five some this that these those is are was were be being sits sitting "
+    "sit stands standing stand placed located lies lying hangs hanging positioned".split()
+)
+# Reference RGB of each colour word; a pixel belongs to the nearest one.
+PALETTE = {
+    "red": (220, 30, 30), "green": (40, 160, 40), "blue": (30, 60, 220), "yellow": (240, 220, 40),
+    "orange": (245, 140, 20), "purple": (130, 40, 170), "pink": (245, 150, 190), "brown": (130, 80, 30),
+    "black": (10, 10, 10), "white": (245, 245, 245), "gray": (128, 128, 128),
+}
+_COLOR_ALIASES = {"grey": "gray"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading prompts
+# ---------------------------------------------------------------------------------------------
+
+
+def _stem(word: str) -> str:
+    """A crude singular so "apples" matches "apple"; applied to both sides of every comparison."""
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith(("ses", "xes", "ches", "shes")):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+        return word[:-1]
+    return word
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """An object the prompt names: its head noun (stemmed) and the words before it (colours, ...)."""
+
+    head: str
+    modifiers: tuple[str, ...]
+
+    @property
+    def colors(self) -> tuple[str, ...]:
+        return tuple(_COLOR_ALIASES.get(w, w) for w in self.modifiers if _COLOR_ALIASES.get(w, w) in PALETTE)
+
+
+@dataclass(frozen=True)
+class Relation:
+    """``subject`` <kind> ``object`` read from the prompt, e.g. ("cat", "left", "dog")."""
+
+    subject: Phrase
+    kind: str
+    object: Phrase
+
+
+def _phrase(segment: str) -> Phrase | None:
+    words = [w for w in _WORD.findall(segment.lower()) if w not in _FILLERS]
+    if not words:
+        return None
+    return Phrase(_stem(words[-1]), tuple(words[:-1]))
+
+
+def _phrases(text: str) -> list[Phrase]:
+    return [p for p in (_phrase(s) for s in _SPLIT.split(text)) if p is not None]
+
+
+def read_prompt(prompt: str) -> tuple[list[Phrase], list[Relation]]:
+    """The object phrases of a prompt and the relations between them.
+
+    The prompt is cut at relation phrases; each relation links the last object before it to the first
+    object after it. Objects are split further at "and", "with", commas; an object's head noun is its last
+    word once articles and verbs such as "is" or "sitting" are dropped.
+    """
+    pieces = _RELATION.split(prompt)
+    groups = [_phrases(text) for text in pieces[0::2]]
+    kinds = [_relation_kind(text) for text in pieces[1::2]]
+    relations = [
+        Relation(before[-1], kind, after[0])
+        for before, kind, after in zip(groups, kinds, groups[1:])
+        if before and after
+    ]
+    return [p for group in groups for p in group], relations
+
+
+def _relation_kind(text: str) -> str:
+    for pattern, kind in RELATIONS:
+        if re.fullmatch(pattern, text, re.I):
+            return kind
+    raise AssertionError(f"relation phrase {text!r} matched the union but no single pattern")
+
+
+def _matches(phrase: Phrase, obj: ChainObject) -> bool:
+    return phrase.head in {_stem(w) for w in _WORD.findall(obj.name.lower())}
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry of relations (boxes on 0-1000, origin top-left)
+# ---------------------------------------------------------------------------------------------
+
+
+def relation_holds(kind: str, a, b) -> bool:
+    """Whether box ``a`` stands in relation ``kind`` to box ``b`` (each (x1, y1, x2, y2)).
+
+    left/right/above/below compare box centres; ``on_top`` is above with horizontally overlapping boxes;
+    ``next_to`` needs vertically overlapping boxes, a horizontal gap of at most half the wider box, and
+    distinct places (IoU below 0.5).
+    """
+    ax, ay = (a[0] + a[2]) / 2, (a[1] + a[3]) / 2
+    bx, by = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+    x_overlap = min(a[2], b[2]) - max(a[0], b[0])
+    y_overlap = min(a[3], b[3]) - max(a[1], b[1])
+    if kind == "left":
+        return ax < bx
+    if kind == "right":
+        return ax > bx
+    if kind == "above":
+        return ay < by
+    if kind == "below":
+        return ay > by
+    if kind == "on_top":
+        return ay < by and x_overlap > 0
+    if kind == "next_to":
+        inter = max(x_overlap, 0) * max(y_overlap, 0)
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+        gap_ok = -x_overlap <= 0.5 * max(a[2] - a[0], b[2] - b[0])
+        return y_overlap > 0 and gap_ok and (union <= 0 or inter / union < 0.5)
+    raise ValueError(f"unknown relation kind {kind!r}; expected one of {[k for _, k in RELATIONS]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Rewards
+# ---------------------------------------------------------------------------------------------
+
+
+def _chains(prompts, chains) -> list[Chain]:
+    if len(chains) != len(prompts):
+        raise ValueError(f"chains has {len(chains)} entries for {len(prompts)} prompts")
+    return [c if isinstance(c, Chain) else parse_chain(c) for c in chains]
+
+
+class LayoutRuleReward:
+    """Reasoning-stage rule reward: the fraction of the prompt's checks the chain's layout passes.
+
+    Checks: each object phrase of the prompt has a chain object whose name contains its head noun, and
+    each relation holds for some pair of matching chain boxes (:func:`relation_holds`). NaN when the
+    prompt names nothing; 0 for a chain without objects. Call as ``reward(prompts, chains, images=None,
+    judge=None) -> (float32 [N], details)``; ``details["checks"]`` lists (passed, total) per sample.
+    """
+
+    __name__ = "layout_rule_reward"  # instances are logged by name, like reward functions
+
+    def __call__(self, prompts, chains, images=None, judge=None):
+        scores, checks = [], []
+        for prompt, chain in zip(prompts, _chains(prompts, chains)):
+            phrases, relations = read_prompt(prompt)
+            total = len(phrases) + len(relations)
+            if total == 0:
+                scores.append(np.nan)
+                checks.append((0, 0))
+                continue
+            found = sum(any(_matches(p, o) for o in chain.objects) for p in phrases)
+            held = sum(self._holds(r, chain) for r in relations)
+            scores.append((found + held) / total)
+            checks.append((found + held, total))
+        return np.asarray(scores, dtype=np.float32), {"checks": checks}
+
+    @staticmethod
+    def _holds(relation: Relation, chain: Chain) -> bool:
+        subjects = [i for i, o in enumerate(chain.objects) if _matches(relation.subject, o)]
+        objects = [j for j, o in enumerate(chain.objects) if _matches(relation.object, o)]
+        boxes = [o.box.as_tuple() for o in chain.objects]
+        return any(relation_holds(relation.kind, boxes[i], boxes[j]) for i in subjects for j in objects if i != j)
+
+
+class ColorRuleReward:
+    """Image-stage rule reward: requested colours found inside each chain box of the decoded image.
+
+    An object's requested colour is the last colour word of its chain name, else of the prompt phrase
+    whose head noun it carries. Every pixel is assigned the nearest colour of :data:`PALETTE`; an object scores
+    ``min(1, share of its box's pixels with the requested colour / target_share)`` and a sample the mean over
+    its coloured objects. NaN when no object has a requested colour or no images are given; 0 for a chain
+    without objects.
+
+    Parameters
+    ----------
+    target_share : float
+        Share of a box that must show the colour for full marks (objects rarely fill their box).
+    """
+
+    __name__ = "color_rule_reward"  # instances are logged by name, like reward functions
+
+    def __init__(self, target_share: float = 0.5):
+        if not 0 < target_share <= 1:
+            raise ValueError(f"target_share must be in (0, 1], got {target_share}")
+        self.target_share = target_share
+        self._palette = np.array(list(PALETTE.values()), dtype=np.float32)
+
+    def __call__(self, prompts, chains, images, judge=None):
+        chains = _chains(prompts, chains)
+        if images is None:
+            return np.full(len(chains), np.nan, dtype=np.float32), {"object_share": [[] for _ in chains]}
+        if len(images) != len(chains):
+            raise ValueError(f"images has {len(images)} entries for {len(chains)} prompts")
+        scores, shares = [], []
+        for prompt, chain, image in zip(prompts, chains, images):
+            per_object = self._object_shares(prompt, chain, as_rgb_array(image))
+            shares.append(per_object)
+            if not chain.objects:
+                scores.append(0.0)
+            elif not per_object:
+                scores.append(np.nan)
+            else:
+                scores.append(float(np.mean([min(1.0, s / self.target_share) for s in per_object])))
+        return np.asarray(scores, dtype=np.float32), {"object_share": shares}
+
+    def _object_shares(self, prompt: str, chain: Chain, image: np.ndarray) -> list[float]:
+        phrases, _ = read_prompt(prompt)
+        height, width = image.shape[:2]
+        names = list(PALETTE)
+        shares = []
+        for obj in chain.objects:
+            own = _phrase(obj.name)
+            colors = own.colors if own else ()
+            if not colors:
+                colors = next((p.colors for p in phrases if p.colors and _matches(p, obj)), ())
+            if not colors:
+                continue
+            x1, y1, x2, y2 = obj.box.to_pixels(width, height)
+            crop = image[y1:y2, x1:x2].reshape(-1, 3).astype(np.float32)
+            if len(crop) == 0:
+                shares.append(0.0)
+                continue
+            nearest = ((crop[:, None, :] - self._palette[None]) ** 2).sum(-1).argmin(1)
+            shares.append(float(np.mean(nearest == names.index(colors[-1]))))
+        return shares

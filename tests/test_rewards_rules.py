@@ -1,0 +1,99 @@
+"""Offline rule rewards on hand-built good and bad layouts and images."""
+
+import numpy as np
+import pytest
+
+from gotr1.chain import Box, ChainObject, format_chain
+from gotr1.rewards import ColorRuleReward, LayoutRuleReward, read_prompt, relation_holds
+from gotr1.rewards.rules import PALETTE
+
+
+def chain(*objects):
+    """A chain text from (name, (x1, y1, x2, y2)) pairs."""
+    return format_chain([ChainObject(name, Box(*box)) for name, box in objects])
+
+
+LEFT, RIGHT = (50, 300, 400, 700), (600, 300, 950, 700)
+TOP, BOTTOM = (300, 50, 700, 400), (300, 600, 700, 950)
+
+
+@pytest.mark.parametrize("prompt, good, bad", [
+    ("a horse on the right of a man", [("horse", RIGHT), ("man", LEFT)], [("horse", LEFT), ("man", RIGHT)]),
+    ("The fluffy cat is on the left of the soft pillow.", [("fluffy cat", LEFT), ("pillow", RIGHT)],
+     [("fluffy cat", RIGHT), ("pillow", LEFT)]),
+    ("a balloon on the top of a giraffe", [("balloon", (400, 50, 600, 300)), ("giraffe", (300, 350, 700, 950))],
+     [("balloon", (400, 700, 600, 950)), ("giraffe", (300, 50, 700, 600))]),
+    ("a lamp above a desk", [("lamp", TOP), ("desk", BOTTOM)], [("lamp", BOTTOM), ("desk", TOP)]),
+    ("a dog below a shelf", [("dog", BOTTOM), ("shelf", TOP)], [("dog", TOP), ("shelf", BOTTOM)]),
+    ("a rabbit next to a balloon", [("rabbit", (100, 400, 450, 800)), ("balloon", (500, 350, 850, 800))],
+     [("rabbit", (0, 0, 200, 200)), ("balloon", (800, 800, 1000, 1000))]),
+])
+def test_layout_rule_scores_good_layouts_one_and_bad_layouts_lower(prompt, good, bad):
+    reward = LayoutRuleReward()
+    scores, details = reward([prompt, prompt], [chain(*good), chain(*bad)], None, None)
+    assert scores.dtype == np.float32 and scores.shape == (2,)
+    assert scores[0] == 1.0
+    assert scores[1] == pytest.approx(2 / 3)  # both objects named, the relation broken
+    assert details["checks"] == [(3, 3), (2, 3)]
+
+
+def test_layout_rule_missing_objects_empty_chains_and_prompts_without_objects():
+    reward = LayoutRuleReward()
+    prompts = ["a horse on the right of a man", "a horse on the right of a man", "a green bench and a blue bowl", "!!"]
+    chains = [chain(("horse", RIGHT)), "a horse and a man, no boxes", chain(("bench", LEFT), ("bowls", RIGHT)), "x"]
+    scores, _ = reward(prompts, chains, None, None)
+    assert scores[0] == pytest.approx(1 / 3)  # the man is missing, so the relation cannot hold
+    assert scores[1] == 0.0  # a chain without objects
+    assert scores[2] == 1.0  # plural chain names match singular prompt nouns
+    assert np.isnan(scores[3])  # nothing to check: not applicable
+
+
+def test_relation_geometry():
+    assert relation_holds("left", LEFT, RIGHT) and not relation_holds("left", RIGHT, LEFT)
+    assert relation_holds("above", TOP, BOTTOM) and relation_holds("below", BOTTOM, TOP)
+    assert not relation_holds("on_top", (0, 0, 100, 100), (500, 500, 900, 900))  # above-left, no overlap
+    assert relation_holds("next_to", (0, 0, 100, 100), (140, 20, 240, 120))
+    assert not relation_holds("next_to", (0, 0, 100, 100), (400, 0, 500, 100))  # too far
+    assert not relation_holds("next_to", (0, 0, 100, 100), (0, 0, 100, 100))  # same place
+    with pytest.raises(ValueError, match="unknown relation kind 'inside'"):
+        relation_holds("inside", LEFT, RIGHT)
+
+
+def test_read_prompt_on_compbench_styles():
+    phrases, relations = read_prompt("a giraffe next to a lamp")
+    assert [p.head for p in phrases] == ["giraffe", "lamp"]
+    assert [(r.subject.head, r.kind, r.object.head) for r in relations] == [("giraffe", "next_to", "lamp")]
+    phrases, relations = read_prompt("a green bench and a blue bowl")
+    assert [(p.head, p.colors) for p in phrases] == [("bench", ("green",)), ("bowl", ("blue",))] and not relations
+    _, relations = read_prompt("The red hat was on top of the brown coat rack.")
+    assert [(r.subject.head, r.kind, r.object.head) for r in relations] == [("hat", "on_top", "rack")]
+
+
+def paint(boxes_colors, size=64):
+    image = np.full((size, size, 3), 255, np.uint8)
+    for (x1, y1, x2, y2), color in boxes_colors:
+        s = size / 1000
+        image[round(y1 * s):round(y2 * s), round(x1 * s):round(x2 * s)] = PALETTE[color]
+    return image
+
+
+def test_color_rule_scores_requested_colours_inside_chain_boxes():
+    reward = ColorRuleReward(target_share=0.5)
+    prompts = ["a green bench and a blue bowl"] * 3 + ["a dog"]
+    chains = [chain(("bench", LEFT), ("bowl", RIGHT))] * 3 + [chain(("dog", LEFT))]
+    good = paint([(LEFT, "green"), (RIGHT, "blue")])
+    swapped = paint([(LEFT, "blue"), (RIGHT, "green")])
+    half = paint([((50, 300, 225, 700), "green"), (RIGHT, "blue")])  # the bench fills half its box
+    scores, details = reward(prompts, chains, [good, swapped, half, good], None)
+    assert scores[0] == 1.0 and scores[1] == 0.0
+    assert scores[2] == pytest.approx(1.0, abs=0.05)  # half the box at target_share 0.5 is full marks
+    assert np.isnan(scores[3])  # no colour requested
+    assert details["object_share"][0] == [1.0, 1.0]
+    # The chain's own colour words count too, and an array batch works.
+    scores, _ = ColorRuleReward(target_share=1.0)(["x"], [chain(("red apple", LEFT))],
+                                                  paint([(LEFT, "red")])[None], None)
+    assert scores[0] == 1.0
+    assert np.isnan(reward(prompts, chains, None, None)[0]).all()
+    assert reward(["a red cube"], ["a red cube"], [good], None)[0][0] == 0.0  # no objects
+    with pytest.raises(ValueError, match="target_share"):
+        ColorRuleReward(target_share=0)
