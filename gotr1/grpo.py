@@ -1,0 +1,277 @@
+"""Stage 2 of GoT-R1: GRPO with dual-stage rewards over the whole output (chain and image tokens).
+
+One step: draw ``prompts_per_step`` prompts -> :func:`gotr1.generate.rollout` (``group_size`` chains and
+images each, one batch) -> rewards (a :class:`~gotr1.grpo_rewards.JudgeReward` or rule rewards), scored on a
+worker thread while the reference log-probs are computed -> group-relative advantages -> ``num_iterations``
+updates with the fused GRPO loss (:mod:`gotr1.grpo_loss_step`) -> AdamW step. With LoRA the reference policy
+is the base model with adapters disabled (no second copy); with ``beta == 0`` there is no reference pass.
+
+Departures from the paper: the paper gives no clip range, KL weight or estimator; gotr1 uses DESIGN.md's
+conventions (eps 0.2/0.2, beta 0.04, k3). Besides the LoRA matrices, the rows of the four GoT tags in the
+embedding and text head are trained (see :mod:`gotr1.lora`). With ``importance_level="sequence"`` a
+sequence's chain and image parts get one ratio each.
+
+Distributed: under ``torchrun`` (with ``torch.distributed`` initialised by the caller, see ``gotr1 grpo``)
+each rank generates whole groups; rewards are gathered so advantages and loss normalisation are global;
+gradients are summed across ranks before the step, so every rank keeps identical weights; rank 0 writes
+checkpoints, logs and grids.
+
+Run: ``gotr1 grpo --config configs/grpo_demo.yaml`` or
+``GRPOTrainer(model, processor, reward, GRPOConfig(...), prompts).train()``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from gotr1.checkpoint import load_training_state, resolve_checkpoint, save_checkpoint
+from gotr1.config import GRPOConfig
+from gotr1.generate import rollout
+from gotr1.grpo_loss_step import LogProbs, loss_and_backward, loss_normalizer, policy_logprobs
+from gotr1.grpo_rewards import as_policy_reward
+from gotr1.kernels.grpo_loss import group_advantages
+from gotr1.model import got_token_ids, janus_parts
+from gotr1.sample_grid import save_sample_grid
+from gotr1.training import EpochSampler, MetricsLog, build_optimizer, load_model_weights, prepare_policy
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather(values: torch.Tensor, world: int) -> torch.Tensor:
+    """Concatenate equal-sized 1-D tensors of every rank, in rank order."""
+    if world == 1:
+        return values
+    parts = [torch.empty_like(values) for _ in range(world)]
+    dist.all_gather(parts, values)
+    return torch.cat(parts)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when ``max_bad_steps`` consecutive steps had a non-finite loss or gradient."""
+
+
+class GRPOTrainer:
+    """GRPO for a Janus-Pro policy that writes GoT chains.
+
+    Parameters
+    ----------
+    model, processor :
+        The policy (usually an SFT checkpoint) from :func:`gotr1.model.load_policy`.
+    reward :
+        A :class:`~gotr1.grpo_rewards.JudgeReward`, a :class:`~gotr1.grpo_rewards.RuleReward`, a dict of rule
+        rewards or one rule reward (see :func:`~gotr1.grpo_rewards.as_policy_reward`).
+    config : GRPOConfig
+    prompts : list of str
+        The training prompts; a seeded permutation per epoch is drawn from them.
+    """
+
+    def __init__(self, model, processor, reward, config: GRPOConfig, prompts: list[str]):
+        if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise ValueError("prompts must be a non-empty list of non-empty strings")
+        self.rank, self.world = _world()
+        if config.prompts_per_step % self.world:
+            raise ValueError(f"GRPOConfig.prompts_per_step={config.prompts_per_step} must divide evenly over "
+                             f"{self.world} ranks")
+        self.config, self.processor, self.prompts = config, processor, list(prompts)
+        self.tokens = got_token_ids(processor)
+        self.reward = as_policy_reward(reward, config.reward_mode)
+        self.output_dir = Path(config.output_dir)
+        # Full fine-tuning needs a frozen copy for the KL term; LoRA disables its adapters instead.
+        self.ref_model = None
+        if config.beta > 0 and not config.use_lora:
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.model = prepare_policy(model, processor, config)
+        self.optimizer, self.scheduler = build_optimizer(self.model, config)
+        self.step, self.bad_in_row, self.skipped_steps = 0, 0, 0
+        self.sampler = EpochSampler(len(self.prompts), config.seed)
+        self.reference_passes = 0
+        if config.resume_from:
+            checkpoint = resolve_checkpoint(config.resume_from)
+            load_model_weights(self.model, checkpoint / "model")
+            state = load_training_state(checkpoint, self.optimizer, self.scheduler)
+            self.step, self.skipped_steps = state["step"], state["skipped_steps"]
+            self.sampler = EpochSampler(len(self.prompts), config.seed, state["epoch"], state["cursor"])
+        self.log = MetricsLog(self.output_dir / "metrics.jsonl", resume_step=self.step) if self.rank == 0 else None
+        self.tb = None
+        if config.tensorboard and self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(self.output_dir / "tb")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward")
+
+    # -----------------------------------------------------------------------------------------
+    # One step
+    # -----------------------------------------------------------------------------------------
+
+    def _rollout(self, prompts: list[str]):
+        cfg = self.config
+        self.model.eval()
+        try:
+            return rollout(self.model, self.processor, prompts, cfg.group_size, max_new_tokens=cfg.max_chain_tokens,
+                           temperature=cfg.temperature, guidance=cfg.guidance, top_k=cfg.top_k, top_p=cfg.top_p,
+                           seed=cfg.seed * 1_000_003 + self.step * self.world + self.rank,
+                           logprob_of="mixed" if cfg.cfg_in_loss else "cond", cuda_graph=cfg.cuda_graph)
+        finally:
+            self.model.train()
+
+    def _reference_logprobs(self, batch) -> LogProbs | None:
+        cfg = self.config
+        if cfg.beta == 0:
+            return None
+        self.reference_passes += 1
+        if self.ref_model is not None:
+            return policy_logprobs(self.ref_model, batch, cfg, cfg.micro_batch_size, self.tokens)
+        with self.model.disable_adapter():
+            return policy_logprobs(self.model, batch, cfg, cfg.micro_batch_size, self.tokens)
+
+    def _sync_gradients(self) -> None:
+        if self.world == 1:
+            return
+        for p in self.model.parameters():
+            if p.requires_grad:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)  # sum: every rank's loss is already divided by the global normaliser
+
+    def train_step(self) -> dict:
+        """Rollout, rewards, advantages and ``num_iterations`` updates; returns the step's metrics."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        local = cfg.prompts_per_step // self.world
+        indices = self.sampler.take(cfg.prompts_per_step)[self.rank * local : (self.rank + 1) * local]
+        r = self._rollout([self.prompts[i] for i in indices])
+        t1 = time.perf_counter()
+        row_prompts = [r.prompts[g] for g in r.group.tolist()]
+        pending = self._pool.submit(self.reward, row_prompts, r.chains, None if r.images is None else r.images.numpy())
+        device = r.chain_ids.device
+        ref = self._reference_logprobs(r)  # overlaps with the judge
+        scored = pending.result()
+        t2 = time.perf_counter()
+
+        totals = torch.as_tensor(scored.total, dtype=torch.float32, device=device)
+        all_rewards = _gather(totals, self.world)
+        advantages = group_advantages(all_rewards, cfg.group_size, scale=cfg.scale_rewards)
+        advantages = advantages[self.rank * len(r) : (self.rank + 1) * len(r)].to(device)
+        chain_mask = r.chain_mask
+        counts = torch.tensor([float(chain_mask.sum()) * cfg.chain_loss + r.image_ids.numel() * cfg.image_loss,
+                               float(len(r))], device=device)
+        if self.world > 1:
+            dist.all_reduce(counts)
+        normalizer = loss_normalizer(r, cfg, int(counts[1]), int(counts[0]))
+        old = LogProbs(r.chain_logprobs, r.image_logprobs)
+        if cfg.num_iterations > 1:
+            old = policy_logprobs(self.model, r, cfg, cfg.micro_batch_size, self.tokens)
+
+        metrics = {}
+        for _ in range(cfg.num_iterations):
+            update = loss_and_backward(self.model, r, chain_mask, advantages, old, ref, cfg, normalizer, self.tokens)
+            metrics = self._optimizer_step(update)
+        t3 = time.perf_counter()
+        self.step += 1
+        generated = int(chain_mask.sum()) + r.image_ids.numel()
+        metrics.update(self._reward_metrics(scored, all_rewards, advantages, r))
+        metrics.update(step=self.step, lr=self.scheduler.get_last_lr()[0], seconds_rollout=t1 - t0,
+                       seconds_reward=t2 - t1, seconds_update=t3 - t2, tokens_per_s=generated / max(t1 - t0, 1e-9),
+                       chain_length=float(r.chain_lengths.float().mean()), skipped_steps=self.skipped_steps)
+        self._maybe_grid(r, scored)
+        return metrics
+
+    def _optimizer_step(self, update: dict) -> dict:
+        cfg = self.config
+        self._sync_gradients()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+        finite = bool(torch.isfinite(norm)) and np.isfinite(update["loss"])
+        if finite:
+            self.optimizer.step()
+            self.bad_in_row = 0
+        else:
+            self.skipped_steps += 1
+            self.bad_in_row += 1
+            if self.bad_in_row >= cfg.max_bad_steps:
+                raise NonFiniteLossError(f"{self.bad_in_row} consecutive steps had a non-finite loss or gradient "
+                                         f"(limit GRPOConfig.max_bad_steps={cfg.max_bad_steps})")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        tokens = max(update["num_tokens"], 1.0)
+        return {"loss": update["loss"], "grad_norm": float(norm), "step_skipped": not finite,
+                **{name: update[name] / tokens for name in ("ratio_mean", "clip_low_frac", "clip_high_frac",
+                                                            "dual_clip_frac", "kl_mean")}}
+
+    def _reward_metrics(self, scored, all_rewards: torch.Tensor, advantages: torch.Tensor, r) -> dict:
+        rewards = all_rewards.cpu().numpy()
+        out = {"reward_mean": float(np.nanmean(rewards)) if np.isfinite(rewards).any() else float("nan"),
+               "reward_std": float(np.nanstd(rewards)) if np.isfinite(rewards).any() else float("nan"),
+               "rewards_missing": int(np.isnan(rewards).sum()),
+               "advantage_mean": float(advantages.mean()), "advantage_abs_mean": float(advantages.abs().mean()),
+               "judge_failures": scored.failures,
+               "parse_failures": sum(1 for c in r.chains if c.errors or not c.objects)}
+        for name, values in scored.components.items():
+            out[f"reward_{name}"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        return out
+
+    def _maybe_grid(self, r, scored) -> None:
+        every = self.config.sample_every
+        if self.rank != 0 or not every or self.step % every:
+            return
+        titles = [f"reward {t:.3f}" for t in scored.total]
+        rows = [r.prompts[g] for g in r.group.tolist()]
+        save_sample_grid(self.output_dir / "samples" / f"step-{self.step:07d}.png", rows, r.chains,
+                         None if r.images is None else r.images.numpy(), titles=titles)
+
+    # -----------------------------------------------------------------------------------------
+    # Loop, checkpoints
+    # -----------------------------------------------------------------------------------------
+
+    def save(self) -> Path | None:
+        if self.rank != 0:
+            return None
+        state = {**self.sampler.state(), "skipped_steps": self.skipped_steps}
+        path = save_checkpoint(self.output_dir, self.step, self.model, self.optimizer, self.scheduler, state,
+                               keep_last=self.config.keep_last)
+        self.processor.save_pretrained(path / "model")
+        return path
+
+    def train(self, max_steps: int | None = None) -> list[dict]:
+        """Run until ``config.max_steps`` (or ``max_steps`` more steps); returns rank 0's logged metrics."""
+        cfg = self.config
+        end = cfg.max_steps if max_steps is None else min(cfg.max_steps, self.step + max_steps)
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="grpo", dynamic_ncols=True,
+                   disable=not cfg.progress or self.rank != 0)
+        history = []
+        try:
+            while self.step < end:
+                metrics = self.train_step()
+                history.append(metrics)
+                if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == end):
+                    self.log.write(metrics)
+                    if self.tb is not None:
+                        for key, value in metrics.items():
+                            if isinstance(value, (int, float)):
+                                self.tb.add_scalar(key, value, self.step)
+                if self.step % cfg.save_every == 0 or self.step == end:
+                    self.save()
+                    if self.world > 1:
+                        dist.barrier()
+                bar.update(1)
+                bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl_mean']:.4f}")
+        finally:
+            bar.close()
+        return self.log.read() if self.log is not None else history
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,105 @@
+"""What the GRPO trainer asks of a reward: one call per rollout batch, every component, a total, failures.
+
+Two adapters cover everything ``gotr1.rewards`` offers:
+
+* :class:`JudgeReward` runs GoT-R1's four MLLM rewards in one batched judge call
+  (:func:`gotr1.rewards.score_batch`), cached R_sem / R_spa, combined by :class:`gotr1.rewards.RewardConfig`;
+* :class:`RuleReward` combines offline rewards with the common ``(prompts, chains, images, judge)``
+  signature (e.g. ``LayoutRuleReward`` for the chain stage, ``ColorRuleReward`` for the image stage).
+
+A NaN total means "no usable score": :func:`gotr1.kernels.grpo_loss.group_advantages` gives it advantage 0.
+Judge failures and unparsable replies score 0 inside ``score_batch`` (never a good score) and are counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gotr1.rewards import RewardCache, RewardConfig, score_batch
+
+
+@dataclass
+class ScoredBatch:
+    """Rewards of one rollout batch: ``total`` float32 ``[N]`` and each named component ``[N]``."""
+
+    total: np.ndarray
+    components: dict[str, np.ndarray]
+    failures: int = 0
+    details: dict = field(default_factory=dict)
+
+
+class JudgeReward:
+    """GoT-R1's dual-stage MLLM reward: R = R_PI * (R_sem + R_spa) / 2 * R_RI by default.
+
+    Parameters
+    ----------
+    judge : Judge
+        ``TransformersJudge`` in process, or ``OpenAIJudge`` against a vLLM / SGLang server.
+    config : RewardConfig, optional
+        Weights and product / sum mode.
+    cache : bool
+        Reuse R_sem / R_spa of a (prompt, chain) pair seen before.
+    """
+
+    def __init__(self, judge, config: RewardConfig | None = None, cache: bool = True):
+        self.judge = judge
+        self.config = config or RewardConfig()
+        self.cache = RewardCache() if cache else None
+
+    def __call__(self, prompts, chains, images) -> ScoredBatch:
+        batch = score_batch(prompts, chains, images, self.judge, self.config, cache=self.cache)
+        components = {name: getattr(batch, name) for name in ("sem", "spa", "ri", "pi") if self.config.weight(name) > 0}
+        failures = int(batch.details.get("failed", 0)) + int(batch.details.get("unparsed", 0))
+        return ScoredBatch(batch.total, components, failures, batch.details)
+
+
+class RuleReward:
+    """Offline rewards combined into one total.
+
+    Parameters
+    ----------
+    rewards : dict[str, callable]
+        Component name -> reward with the common signature ``(prompts, chains, images, judge) ->
+        (float32 [N], details)``.
+    mode : {"product", "sum"}
+        ``product`` multiplies the components (GoT-R1's form); ``sum`` takes their mean. A NaN component
+        (not applicable to that prompt, e.g. no colour asked for) is left out of either; all NaN gives NaN.
+    """
+
+    def __init__(self, rewards: dict, mode: str = "product"):
+        if not rewards:
+            raise ValueError("RuleReward needs at least one reward")
+        if mode not in ("product", "sum"):
+            raise ValueError(f"mode must be 'product' or 'sum', got {mode!r}")
+        self.rewards, self.mode = dict(rewards), mode
+
+    def __call__(self, prompts, chains, images) -> ScoredBatch:
+        components, details = {}, {}
+        for name, reward in self.rewards.items():
+            scores, details[name] = reward(prompts, chains, images, None)
+            components[name] = np.asarray(scores, dtype=np.float32)
+        stack = np.stack(list(components.values()))
+        applicable = ~np.isnan(stack)
+        if self.mode == "product":
+            total = np.where(applicable, stack, 1.0).prod(0)
+        else:
+            total = np.where(applicable, stack, 0.0).sum(0) / np.maximum(applicable.sum(0), 1)
+        total = np.where(applicable.any(0), total, np.nan).astype(np.float32)
+        return ScoredBatch(total, components, 0, details)
+
+
+def as_policy_reward(reward, mode: str = "product"):
+    """``reward`` as a callable ``(prompts, chains, images) -> ScoredBatch``.
+
+    Accepts a :class:`JudgeReward` / :class:`RuleReward` (returned as is), a dict of rule rewards, or one
+    rule reward with the common signature.
+    """
+    if isinstance(reward, (JudgeReward, RuleReward)):
+        return reward
+    if isinstance(reward, dict):
+        return RuleReward(reward, mode)
+    if callable(reward):
+        return RuleReward({getattr(reward, "__name__", "reward"): reward}, mode)
+    raise TypeError(f"reward must be a JudgeReward, a RuleReward, a dict of rewards or a reward callable, got {type(reward).__name__}")

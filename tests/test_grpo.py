@@ -1,0 +1,159 @@
+"""The GRPO trainer on the tiny model: a step's effects and metrics, micro-batching vs one big batch, resume."""
+
+import numpy as np
+import pytest
+import torch
+
+from gotr1.config import GRPOConfig
+from gotr1.grpo import GRPOTrainer
+from gotr1.grpo_loss_step import LogProbs, loss_and_backward, loss_normalizer
+from gotr1.grpo_rewards import RuleReward
+from gotr1.kernels.grpo_loss import grpo_loss_reference
+from gotr1.model import got_token_ids, tiny_janus
+from gotr1.teacher_forcing import teacher_forced_hidden
+
+PROMPTS = ["a red square on the left of a blue circle", "two green triangles", "a yellow circle above a black square",
+           "a pink square and a brown triangle"]
+METRICS = {"loss", "grad_norm", "ratio_mean", "clip_low_frac", "clip_high_frac", "kl_mean", "reward_mean",
+           "reward_std", "advantage_mean", "judge_failures", "parse_failures", "tokens_per_s", "seconds_rollout",
+           "seconds_reward", "seconds_update", "chain_length", "skipped_steps", "reward_length", "lr"}
+
+
+def length_reward(prompts, chains, images, judge=None):
+    """A reward that varies within every group (chain lengths differ), so advantages are non-zero."""
+    return np.array([(len(c.text) % 13) / 12 for c in chains], dtype=np.float32), {}
+
+
+length_reward.__name__ = "length"
+
+
+def _config(tmp_path, **overrides):
+    base = dict(output_dir=str(tmp_path), prompts_per_step=2, group_size=3, max_chain_tokens=12, max_steps=2,
+                micro_batch_size=6, lr=5e-3, lora_rank=4, progress=False, sample_every=0, temperature=1.0)
+    return GRPOConfig(**{**base, **overrides})
+
+
+def _trainable(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_one_step_changes_the_policy_and_logs_every_metric(tmp_path, beta):
+    trainer = GRPOTrainer(*tiny_janus(seed=0), length_reward, _config(tmp_path, beta=beta, max_steps=1, sample_every=1), PROMPTS)
+    before = _trainable(trainer.model)
+    (metrics,) = trainer.train()
+    after = _trainable(trainer.model)
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+    assert METRICS <= set(metrics), METRICS - set(metrics)
+    assert metrics["ratio_mean"] == pytest.approx(1.0, abs=1e-4)  # on-policy: rollout log-probs == recomputed
+    assert trainer.reference_passes == (0 if beta == 0 else 1)
+    assert (tmp_path / "samples" / "step-0000001.png").is_file()
+    assert (tmp_path / "step-0000001" / "model" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo"])
+def test_micro_batched_update_equals_one_big_batch_reference(tmp_path, loss_type):
+    cfg = _config(tmp_path, loss_type=loss_type, micro_batch_size=2, beta=0.04, use_lora=False)
+    trainer = GRPOTrainer(*tiny_janus(seed=1), length_reward, cfg, PROMPTS)
+    r = trainer._rollout(PROMPTS[:2])
+    model, janus = trainer.model, trainer.model
+    tokens = got_token_ids(trainer.processor)
+    advantages = torch.tensor([1.0, -0.5, 0.25, -1.0, 0.5, 0.0])
+    old = LogProbs(r.chain_logprobs, r.image_logprobs)
+    ref = LogProbs(r.chain_logprobs - 0.01, r.image_logprobs + 0.02)  # a reference that differs a little
+    chain_tokens = int(r.chain_mask.sum())
+    normalizer = loss_normalizer(r, cfg, len(r), chain_tokens + r.image_ids.numel())
+    loss_and_backward(model, r, r.chain_mask, advantages, old, ref, cfg, normalizer, tokens)
+    micro = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+
+    # Reference: one forward over the whole batch, plain-torch loss over materialised logits, in float64.
+    chain_hidden, image_hidden = teacher_forced_hidden(model, r)
+    chain_logits = janus.lm_head(chain_hidden).double()
+    image_logits = janus.model.generation_head(image_hidden).double()
+    kw = dict(beta=0.04, loss_type="grpo", reduction="none")
+    chain_sum, cm = grpo_loss_reference(chain_logits, r.chain_ids, r.chain_mask, advantages.double(), old.chain.double(), ref.chain.double(), **kw)
+    image_mask = torch.ones_like(r.image_ids, dtype=torch.bool)
+    image_sum, im = grpo_loss_reference(image_logits, r.image_ids, image_mask, advantages.double(), old.image.double(), ref.image.double(), **kw)
+    per_seq, counts = chain_sum + image_sum, cm["token_counts"] + im["token_counts"]
+    if loss_type == "grpo":
+        loss = (per_seq / counts).mean()
+    elif loss_type == "bnpo":
+        loss = per_seq.sum() / counts.sum()
+    else:
+        loss = per_seq.sum() / (len(r) * (r.chain_ids.shape[1] + r.image_ids.shape[1]))
+    loss.backward()
+    big = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert micro.keys() == big.keys()
+    for name in big:
+        torch.testing.assert_close(micro[name], big[name].to(micro[name].dtype), rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_kill_and_resume_continues_with_the_same_prompts_and_streams(tmp_path):
+    straight = GRPOTrainer(*tiny_janus(seed=2), length_reward, _config(tmp_path / "a", max_steps=3), PROMPTS)
+    straight.train()
+    first = GRPOTrainer(*tiny_janus(seed=2), length_reward, _config(tmp_path / "b", max_steps=3, save_every=1), PROMPTS)
+    first.train(max_steps=2)
+    resumed = GRPOTrainer(*tiny_janus(seed=2), length_reward,
+                          _config(tmp_path / "b", max_steps=3, save_every=1, resume_from=str(tmp_path / "b" / "step-0000001")), PROMPTS)
+    assert resumed.step == 1
+    resumed.train()
+    expected, got = _trainable(straight.model), _trainable(resumed.model)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
+    assert [m["step"] for m in resumed.log.read()] == [1, 2, 3]
+    assert [m["reward_mean"] for m in resumed.log.read()] == [m["reward_mean"] for m in straight.log.read()]
+
+
+def test_non_finite_steps_are_skipped_counted_and_abort_after_the_limit(tmp_path):
+    def nan_reward(prompts, chains, images, judge=None):
+        return np.full(len(chains), np.nan, dtype=np.float32), {}
+
+    trainer = GRPOTrainer(*tiny_janus(seed=3), {"nan": nan_reward}, _config(tmp_path, max_steps=1), PROMPTS)
+    (metrics,) = trainer.train()  # NaN rewards: advantages 0, a finite (zero) update
+    assert metrics["rewards_missing"] == 6 and metrics["advantage_abs_mean"] == 0 and not metrics["step_skipped"]
+
+    trainer = GRPOTrainer(*tiny_janus(seed=3), length_reward, _config(tmp_path / "bad", max_steps=5, max_bad_steps=2), PROMPTS)
+    with torch.no_grad():
+        next(p for p in trainer.model.parameters() if p.requires_grad).fill_(float("nan"))
+    with pytest.raises(RuntimeError, match="max_bad_steps=2"):
+        trainer.train()
+    assert trainer.skipped_steps == 2
+
+
+def test_rule_reward_product_skips_components_that_do_not_apply():
+    a = lambda p, c, i, j: (np.array([0.5, np.nan, np.nan], dtype=np.float32), {})
+    b = lambda p, c, i, j: (np.array([0.5, 0.25, np.nan], dtype=np.float32), {})
+    product = RuleReward({"a": a, "b": b})([""] * 3, [None] * 3, None)
+    np.testing.assert_allclose(product.total, [0.25, 0.25, np.nan])
+    mean = RuleReward({"a": a, "b": b}, mode="sum")([""] * 3, [None] * 3, None)
+    np.testing.assert_allclose(mean.total, [0.5, 0.25, np.nan])
+
+
+def test_bad_configuration_is_rejected_with_the_field_name(tmp_path):
+    with pytest.raises(ValueError, match="prompts"):
+        GRPOTrainer(*tiny_janus(), length_reward, _config(tmp_path), [])
+    with pytest.raises(ValueError, match="GRPOConfig.group_size"):
+        _config(tmp_path, group_size=1)
+    with pytest.raises(TypeError, match="reward must be"):
+        GRPOTrainer(*tiny_janus(), 3, _config(tmp_path), PROMPTS)
+
+
+def test_two_ranks_with_gloo_end_with_identical_parameters(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = Path(__file__).with_name("_grpo_ddp_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(worker), str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert rank0.keys() == rank1.keys() and rank0
+    for name in rank0:
+        torch.testing.assert_close(rank0[name], rank1[name], rtol=0, atol=0, msg=name)
+    steps = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if line]
+    assert len(steps) == 2  # rank 0 alone logs
+    assert any("lora_B" in n and rank0[n].abs().sum() > 0 for n in rank0), "the adapters did not move"
