@@ -48,7 +48,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, scheduler, state: dict,
-                    keep_last: int | None = None) -> Path:
+                    keep_last: int | None = None, processor=None) -> Path:
     """Write a complete checkpoint of ``step`` under ``output_dir`` and point ``latest`` at it.
 
     Parameters
@@ -59,6 +59,8 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
         JSON-serialisable trainer state (data position, counters); ``step`` is added.
     keep_last : int, optional
         Delete older checkpoints beyond the newest ``keep_last``.
+    processor : optional
+        Saved beside the model, so ``checkpoint/model`` loads on its own (``gotr1.model.load_policy``).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +69,8 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     model.save_pretrained(tmp / "model", safe_serialization=True)
+    if processor is not None:
+        processor.save_pretrained(tmp / "model")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng_state(), tmp / "rng.pt")

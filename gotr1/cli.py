@@ -1,8 +1,14 @@
 """The ``gotr1`` command line: one subcommand per job, each documented by ``--help``.
 
-``gotr1 layout [CHAIN_TEXT_OR_FILE] --out layout.png`` draws what a model wrote: the chain's boxes and
-object names on a blank canvas, the same picture the spatial reward shows the judge. Without a chain it
-draws the example chain shipped with the package.
+- ``gotr1 demo [--out DIR] [--quick]``: the whole method on a tiny model, offline, on the CPU;
+- ``gotr1 sft --config FILE`` / ``gotr1 grpo --config FILE``: the two training stages, every config field
+  also a ``--field-name`` option, ``--resume DIR`` to continue a killed run;
+- ``gotr1 generate --model PATH --prompt TEXT --out DIR``: chains, layout canvases and images;
+- ``gotr1 eval --model PATH --prompts FILE_OR_CATEGORIES --judge ... --out DIR``: a T2I-CompBench-style table;
+- ``gotr1 layout [CHAIN_TEXT_OR_FILE] --out layout.png``: the layout canvas of a chain (the picture the
+  spatial reward shows the judge); without a chain, the example chain shipped with the package.
+
+Errors name the bad option or config field and exit with status 2.
 """
 
 from __future__ import annotations
@@ -54,6 +60,132 @@ def _cmd_layout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gotr1.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
+def _train_config(args, cls):
+    from gotr1.config_io import config_overrides, dump_config, load_config
+
+    overrides = config_overrides(args)
+    if args.resume:
+        overrides["resume_from"] = args.resume
+    config = load_config(cls, args.config, overrides)
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(config.output_dir) / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+    return config
+
+
+def _cmd_sft(args: argparse.Namespace) -> int:
+    from gotr1.config import SFTConfig
+    from gotr1.resolve import load_any_policy
+    from gotr1.sft import SFTTrainer
+
+    config = _train_config(args, SFTConfig)
+    model, processor = load_any_policy(config.model, dtype=config.dtype, device=_device())
+    SFTTrainer(model, processor, config).train()
+    return 0
+
+
+def _distributed() -> None:
+    """Join the process group torchrun describes (NCCL on GPUs, gloo otherwise); no-op outside torchrun."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _device():
+    import os
+
+    import torch
+
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+
+
+def _cmd_grpo(args: argparse.Namespace) -> int:
+    from gotr1.config import GRPOConfig
+    from gotr1.grpo import GRPOTrainer
+    from gotr1.grpo_rewards import JudgeReward, RuleReward
+    from gotr1.resolve import build_judge, load_any_policy, read_prompts
+    from gotr1.rewards import ColorRuleReward, LayoutRuleReward, RewardConfig
+
+    _distributed()
+    config = _train_config(args, GRPOConfig)
+    prompts = [p for group in read_prompts(config.prompts).values() for p in group]
+    model, processor = load_any_policy(config.model, dtype=config.dtype, device=_device())
+    if config.reward == "rules":
+        reward = RuleReward({"layout": LayoutRuleReward(), "color": ColorRuleReward()}, config.reward_mode)
+    else:
+        judge = build_judge(config.judge, config.judge_url, config.judge_model, config.judge_concurrency,
+                            config.judge_timeout)
+        reward = JudgeReward(judge, RewardConfig(mode=config.reward_mode))
+    trainer = GRPOTrainer(model, processor, reward, config, prompts)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    return 0
+
+
+def _sampling(args) -> dict:
+    return dict(max_new_tokens=args.max_chain_tokens, temperature=args.temperature, guidance=args.guidance,
+                top_k=args.top_k, top_p=args.top_p)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from gotr1.evaluate import generate_batched
+    from gotr1.layout import render_layout, to_pil
+    from gotr1.resolve import load_any_policy
+
+    model, processor = load_any_policy(args.model, device=_device())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for _, r in generate_batched(model, processor, args.prompt, num_samples=args.num, seed=args.seed,
+                                 progress=False, **_sampling(args)):
+        for row, (text, chain) in enumerate(zip(r.texts, r.chains)):
+            stem = out / f"prompt{int(r.group[row]):03d}_sample{row % args.num:02d}"
+            stem.with_suffix(".chain.txt").write_text(text + "\n", encoding="utf-8")
+            to_pil(render_layout(chain)).save(stem.with_suffix(".layout.png"))
+            to_pil(r.images[row].numpy()).save(stem.with_suffix(".png"))
+            print(f"{stem.name}: {len(chain.objects)} objects, {len(chain.errors)} parse issues")
+    print(f"wrote {len(args.prompt) * args.num} samples to {out}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from gotr1.evaluate import evaluate
+    from gotr1.resolve import build_judge, load_any_policy, read_prompts
+    from gotr1.rewards import prompt_image_reward
+
+    prompts = read_prompts(args.prompts)
+    judge = build_judge(args.judge, args.judge_url, args.judge_model)
+    model, processor = load_any_policy(args.model, device=_device())
+    scorer = lambda prompts_, chains, images: prompt_image_reward(prompts_, chains, images, judge)[0]
+    means = evaluate(model, processor, scorer, prompts, args.out, num_samples=args.num, batch_size=args.batch_size,
+                     seed=args.seed, limit=args.limit, progress=not args.no_progress, **_sampling(args))
+    print((Path(args.out) / "table.md").read_text(encoding="utf-8"))
+    print(f"wrote {args.out}/table.csv, table.md and scores.jsonl ({len(means)} categories)")
+    return 0
+
+
+def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-chain-tokens", type=_positive_int, default=600, help="chain token cap (default: 600)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
+    parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5)")
+    parser.add_argument("--top-k", type=_positive_int, default=None, help="top-k sampling (default: off)")
+    parser.add_argument("--top-p", type=float, default=None, help="top-p sampling (default: off)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gotr1", description="GoT-R1 training system: reasoning-driven text-to-image.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -67,6 +199,52 @@ def build_parser() -> argparse.ArgumentParser:
     layout.add_argument("--line-width", type=_positive_int, default=3, help="box outline width in pixels (default: 3)")
     layout.add_argument("--no-labels", action="store_true", help="draw the boxes without object names")
     layout.set_defaults(run=_cmd_layout)
+
+    demo = sub.add_parser("demo", help="the whole method on a tiny model, offline on the CPU (the main job)",
+                          description="VQ warm-up, synthetic GoT data, SFT, GRPO with rule rewards; prints a "
+                                      "before/after table and writes reward_curve.png and samples.png.")
+    demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    demo.add_argument("--quick", action="store_true", help="a few steps per stage (a smoke test, not a result)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.set_defaults(run=_cmd_demo)
+
+    from gotr1.config import GRPOConfig, SFTConfig
+    from gotr1.config_io import add_config_options
+
+    for name, cls, run, what in (("sft", SFTConfig, _cmd_sft, "stage 1: supervised fine-tuning on GoT data"),
+                                 ("grpo", GRPOConfig, _cmd_grpo, "stage 2: GRPO with MLLM (or rule) rewards")):
+        cmd = sub.add_parser(name, help=what, description=f"{what}. Run under torchrun for several GPUs (grpo).")
+        cmd.add_argument("--config", help="YAML file of config fields (see configs/)")
+        cmd.add_argument("--resume", metavar="DIR", help="continue from a checkpoint or run folder")
+        add_config_options(cmd, cls)
+        cmd.set_defaults(run=run)
+
+    gen = sub.add_parser("generate", help="write chains, layout canvases and images for prompts",
+                         description="Generate GoT chains and images; per sample: .chain.txt, .layout.png, .png.")
+    gen.add_argument("--model", required=True, help="policy: checkpoint folder, run folder, hub id or 'tiny'")
+    gen.add_argument("--prompt", required=True, action="append", help="a prompt (repeat for several)")
+    gen.add_argument("--num", type=_positive_int, default=1, help="samples per prompt (default: 1)")
+    gen.add_argument("--out", required=True, help="output folder")
+    _add_sampling_options(gen)
+    gen.set_defaults(run=_cmd_generate)
+
+    ev = sub.add_parser("eval", help="score generations on T2I-CompBench prompt lists with a judge",
+                        description="Generate for prompt lists and score each image with the judge's prompt-image "
+                                    "rubric; writes table.csv / table.md (paper's column layout) and scores.jsonl.")
+    ev.add_argument("--model", required=True, help="policy: checkpoint folder, run folder, hub id or 'tiny'")
+    ev.add_argument("--prompts", default="color,shape,texture,spatial,non_spatial,complex",
+                    help="a prompt file or T2I-CompBench categories joined by commas (default: all six)")
+    ev.add_argument("--judge", default="openai", help="'openai' (server), 'tiny', or a Qwen2.5-VL path (default: openai)")
+    ev.add_argument("--judge-url", default="http://127.0.0.1:8000/v1", help="OpenAI-compatible judge server URL")
+    ev.add_argument("--judge-model", default="Qwen/Qwen2.5-VL-7B-Instruct", help="model name the server serves")
+    ev.add_argument("--out", required=True, help="output folder")
+    ev.add_argument("--num", type=_positive_int, default=1, help="samples per prompt (default: 1)")
+    ev.add_argument("--batch-size", type=_positive_int, default=8, help="prompts generated at once (default: 8)")
+    ev.add_argument("--limit", type=_positive_int, default=None, help="first N prompts of each list (default: all)")
+    ev.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_sampling_options(ev)
+    ev.set_defaults(run=_cmd_eval)
     return parser
 
 

@@ -174,9 +174,24 @@ class GRPOConfig(TrainingConfig):
     image_loss: bool = True
     """Include the image tokens in the loss."""
 
-    # --- rewards -----------------------------------------------------------------------------
+    # --- prompts and rewards ------------------------------------------------------------------
+    prompts: str = "color,shape,texture,spatial,non_spatial,complex"
+    """Training prompts: a text file (one prompt a line) or T2I-CompBench categories joined by commas."""
+    reward: str = "judge"
+    """``judge`` (GoT-R1's four MLLM rewards) or ``rules`` (offline layout and colour rule rewards)."""
     reward_mode: str = "product"
-    """How reward components combine when the reward has several: ``product`` (GoT-R1) or ``sum``."""
+    """How reward components combine: ``product`` (GoT-R1) or ``sum`` (the paper's weaker ablation)."""
+    judge: str = "openai"
+    """Judge backend: ``openai`` (an OpenAI-compatible server, e.g. vLLM), a Qwen2.5-VL path or hub id run
+    in process, or ``tiny`` (random weights, for tests)."""
+    judge_url: str = "http://127.0.0.1:8000/v1"
+    """Base URL of the OpenAI-compatible judge server."""
+    judge_model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    """Model name the judge server serves."""
+    judge_concurrency: int = 32
+    """Judge requests in flight at once (OpenAI backend)."""
+    judge_timeout: float = 120.0
+    """Seconds before a judge request is retried, then scored 0 (OpenAI backend)."""
 
     # --- reliability and logging -------------------------------------------------------------
     max_bad_steps: int = 5
@@ -214,5 +229,8 @@ class GRPOConfig(TrainingConfig):
         self._check("importance_level", self.importance_level in ("token", "sequence"), "'token' or 'sequence'")
         self._check("scale_rewards", self.scale_rewards in SCALE_REWARDS, f"one of {SCALE_REWARDS}")
         self._check("reward_mode", self.reward_mode in ("product", "sum"), "'product' or 'sum'")
+        self._check("reward", self.reward in ("judge", "rules"), "'judge' or 'rules'")
+        self._check("judge_concurrency", self.judge_concurrency >= 1, ">= 1")
+        self._check("judge_timeout", self.judge_timeout > 0, "> 0")
         if not (self.chain_loss or self.image_loss):
             raise ValueError("GRPOConfig: chain_loss and image_loss are both False; the loss would cover nothing")

@@ -239,10 +239,8 @@ class GRPOTrainer:
         if self.rank != 0:
             return None
         state = {**self.sampler.state(), "skipped_steps": self.skipped_steps}
-        path = save_checkpoint(self.output_dir, self.step, self.model, self.optimizer, self.scheduler, state,
-                               keep_last=self.config.keep_last)
-        self.processor.save_pretrained(path / "model")
-        return path
+        return save_checkpoint(self.output_dir, self.step, self.model, self.optimizer, self.scheduler, state,
+                               keep_last=self.config.keep_last, processor=self.processor)
 
     def train(self, max_steps: int | None = None) -> list[dict]:
         """Run until ``config.max_steps`` (or ``max_steps`` more steps); returns rank 0's logged metrics."""

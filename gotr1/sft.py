@@ -155,10 +155,8 @@ class SFTTrainer:
 
     def save(self) -> Path:
         state = {**self.sampler.state(), "skipped_rows": len(self.dataset.skipped)}
-        path = save_checkpoint(self.output_dir, self.step, self.model, self.optimizer, self.scheduler, state,
-                               keep_last=self.config.keep_last)
-        self.processor.save_pretrained(path / "model")
-        return path
+        return save_checkpoint(self.output_dir, self.step, self.model, self.optimizer, self.scheduler, state,
+                               keep_last=self.config.keep_last, processor=self.processor)
 
     def train(self, max_steps: int | None = None) -> list[dict]:
         """Run until ``config.max_steps`` (or ``max_steps`` more steps, to stop early); returns the logged metrics."""

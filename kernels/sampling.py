@@ -155,6 +155,8 @@ def guided_logits_reference(cond_logits, uncond_logits=None, guidance=1.0):
 
 def kept_mask_reference(z, top_k=None, top_p=None):
     """Boolean [B, V] kept set of top-k then top-p on logits z, by a stable descending sort (fp64 masses)."""
+    if top_k is None and top_p is None:
+        return torch.ones_like(z, dtype=torch.bool)  # no restriction: skip the sort (the CPU decode hot path)
     order = torch.sort(z, dim=-1, descending=True, stable=True).indices
     ranks = torch.arange(z.shape[-1], device=z.device).expand_as(z)
     keep_sorted = torch.ones_like(z, dtype=torch.bool)

@@ -38,3 +38,105 @@ def test_console_script_runs_and_rejects_bad_options(tmp_path):
     assert bad.returncode == 2 and "--size" in bad.stderr and "positive integer" in bad.stderr
     missing = run("layout")
     assert missing.returncode == 2 and "--out" in missing.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# demo, generate, eval, configs
+# ---------------------------------------------------------------------------------------------
+
+import json
+
+import pytest
+import yaml
+
+from gotr1.config import GRPOConfig, SFTConfig
+from gotr1.config_io import dump_config, field_docs, load_config
+
+
+def test_quick_demo_runs_every_stage_and_writes_its_files(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| reward | after SFT (before GRPO) | after GRPO | change |" in printed
+    for name in ("layout", "color", "total"):
+        assert f"| {name} |" in printed
+    assert Image.open(tmp_path / "reward_curve.png").size[0] > 0 and Image.open(tmp_path / "samples.png").size[0] > 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["before"]) == set(summary["after"]) == {"layout", "color", "total"}
+    assert (tmp_path / "sft" / "latest").is_file() and (tmp_path / "grpo" / "latest").is_file()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from gotr1.model import tiny_janus
+
+    folder = tmp_path_factory.mktemp("policy")
+    model, processor = tiny_janus(seed=4)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_generate_writes_chain_layout_and_image_per_sample(tiny_checkpoint, tmp_path):
+    out = tmp_path / "gen"
+    args = ["generate", "--model", str(tiny_checkpoint), "--prompt", "a red cube", "--prompt", "two cats", "--num", "2",
+            "--out", str(out), "--max-chain-tokens", "8"]
+    assert main(args) == 0
+    for p in range(2):
+        for s in range(2):
+            stem = out / f"prompt{p:03d}_sample{s:02d}"
+            assert stem.with_suffix(".chain.txt").read_text().endswith("\n")
+            assert Image.open(stem.with_suffix(".layout.png")).size == (384, 384)
+            assert Image.open(stem.with_suffix(".png")).size == (64, 64)
+
+
+def test_eval_with_the_tiny_judge_writes_a_table_with_every_category(tiny_checkpoint, tmp_path):
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(tiny_checkpoint), "--judge", "tiny", "--out", str(out), "--limit", "2",
+            "--max-chain-tokens", "8", "--no-progress"]
+    assert main(args) == 0
+    header, values = (out / "table.csv").read_text().splitlines()
+    assert header.split(",") == ["Color", "Shape", "Texture", "2D-Spatial", "Non-Spatial", "Complex"]
+    assert all(0.0 <= float(v) <= 1.0 for v in values.split(","))
+    assert "| Color | Shape |" in (out / "table.md").read_text()
+    rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and {r["category"] for r in rows} == {"color", "shape", "texture", "spatial", "non_spatial", "complex"}
+
+
+@pytest.mark.parametrize("cls", [SFTConfig, GRPOConfig])
+def test_config_round_trips_through_yaml_and_documents_every_field(cls, tmp_path):
+    config = cls(lr=2e-5, lora_target_modules=("q_proj", "v_proj"), seed=7)
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(config))
+    assert load_config(cls, path) == config
+    docs = field_docs(cls)
+    assert set(docs) == {f for f in yaml.safe_load(path.read_text())}, "every field has a docstring"
+
+
+def test_config_errors_name_the_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("lr: 1e-5\nlearning_rate: 3\n")
+    with pytest.raises(ValueError, match=r"unknown GRPOConfig field\(s\) \['learning_rate'\]"):
+        load_config(GRPOConfig, path)
+    with pytest.raises(ValueError, match="--group-size"):
+        load_config(GRPOConfig, None, {"group_size": "many"})
+    with pytest.raises(ValueError, match="GRPOConfig.group_size must be >= 2"):
+        load_config(GRPOConfig, None, {"group_size": "1"})
+    assert load_config(GRPOConfig, None, {"top_p": "none", "use_lora": "false", "lora_target_modules": "q_proj,k_proj"}) == \
+        GRPOConfig(top_p=None, use_lora=False, lora_target_modules=("q_proj", "k_proj"))
+
+
+def test_training_commands_fail_with_the_field_name_and_status_2(tmp_path, capsys):
+    assert main(["sft", "--lr", "0", "--output-dir", str(tmp_path)]) == 2
+    assert "SFTConfig.lr must be > 0" in capsys.readouterr().err
+    assert main(["grpo", "--prompts", "nowhere", "--output-dir", str(tmp_path)]) == 2
+    assert "prompts" in capsys.readouterr().err
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) == 6
+    for path in configs:
+        config = load_config(SFTConfig if path.name.startswith("sft") else GRPOConfig, path)
+        assert config.max_steps >= 1, path

@@ -157,3 +157,13 @@ def test_two_ranks_with_gloo_end_with_identical_parameters(tmp_path):
     steps = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if line]
     assert len(steps) == 2  # rank 0 alone logs
     assert any("lora_B" in n and rank0[n].abs().sum() > 0 for n in rank0), "the adapters did not move"
+
+
+@pytest.mark.slow
+def test_grpo_raises_the_held_out_reward_of_an_sft_model(tmp_path):
+    """The demo's pipeline (VQ warm-up, SFT, GRPO with the rule rewards): GRPO must clearly raise the
+    held-out total reward (seeds 0-2 gained +0.13 to +0.19 when this was written; asserted: +0.05)."""
+    from gotr1.demo import run_demo
+
+    result = run_demo(tmp_path, seed=0, progress=False)
+    assert result["after"]["total"] > result["before"]["total"] + 0.05, result

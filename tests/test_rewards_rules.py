@@ -40,11 +40,13 @@ def test_layout_rule_scores_good_layouts_one_and_bad_layouts_lower(prompt, good,
 def test_layout_rule_missing_objects_empty_chains_and_prompts_without_objects():
     reward = LayoutRuleReward()
     prompts = ["a horse on the right of a man", "a horse on the right of a man", "a green bench and a blue bowl", "!!"]
-    chains = [chain(("horse", RIGHT)), "a horse and a man, no boxes", chain(("bench", LEFT), ("bowls", RIGHT)), "x"]
+    chains = [chain(("horse", RIGHT)), "a horse and a man, no boxes", chain(("green bench", LEFT), ("blue bowls", RIGHT)), "x"]
     scores, _ = reward(prompts, chains, None, None)
     assert scores[0] == pytest.approx(1 / 3)  # the man is missing, so the relation cannot hold
     assert scores[1] == 0.0  # a chain without objects
     assert scores[2] == 1.0  # plural chain names match singular prompt nouns
+    recoloured, _ = reward(["a green bench and a blue bowl"], [chain(("gray bench", LEFT), ("blue bowls", RIGHT))], None, None)
+    assert recoloured[0] == 0.5  # an object named with another colour than the prompt asks is not the object
     assert np.isnan(scores[3])  # nothing to check: not applicable
 
 
@@ -89,8 +91,15 @@ def test_color_rule_scores_requested_colours_inside_chain_boxes():
     assert scores[2] == pytest.approx(1.0, abs=0.05)  # half the box at target_share 0.5 is full marks
     assert np.isnan(scores[3])  # no colour requested
     assert details["object_share"][0] == [1.0, 1.0]
-    # The chain's own colour words count too, and an array batch works.
+    # Only the prompt requests colours: a chain renaming its object after the painted colour gains nothing
+    # (the reward-hacking route GRPO found in the demo). An array batch works.
     scores, _ = ColorRuleReward(target_share=1.0)(["x"], [chain(("red apple", LEFT))],
+                                                  paint([(LEFT, "red")])[None], None)
+    assert np.isnan(scores[0])
+    scores, _ = ColorRuleReward(target_share=1.0)(["a blue apple"], [chain(("red apple", LEFT))],
+                                                  paint([(LEFT, "red")])[None], None)
+    assert scores[0] == 0.0
+    scores, _ = ColorRuleReward(target_share=1.0)(["a red apple"], [chain(("apple", LEFT))],
                                                   paint([(LEFT, "red")])[None], None)
     assert scores[0] == 1.0
     assert np.isnan(reward(prompts, chains, None, None)[0]).all()

@@ -121,8 +121,17 @@ def _relation_kind(text: str) -> str:
     raise AssertionError(f"relation phrase {text!r} matched the union but no single pattern")
 
 
+def _stem_words(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text.lower())}
+
+
 def _matches(phrase: Phrase, obj: ChainObject) -> bool:
-    return phrase.head in {_stem(w) for w in _WORD.findall(obj.name.lower())}
+    """The chain object names the phrase's head noun and every colour the prompt gives it.
+
+    Checking the colours too keeps a chain from passing by renaming a "black square" a "gray square".
+    """
+    own = _phrase(obj.name)
+    return phrase.head in _stem_words(obj.name) and set(phrase.colors) <= set(own.colors if own else ())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,8 +216,8 @@ class LayoutRuleReward:
 class ColorRuleReward:
     """Image-stage rule reward: requested colours found inside each chain box of the decoded image.
 
-    An object's requested colour is the last colour word of its chain name, else of the prompt phrase
-    whose head noun it carries. Every pixel is assigned the nearest colour of :data:`PALETTE`; an object scores
+    An object's requested colour is the last colour word of the prompt phrase whose head noun it carries;
+    the chain's own colour words are ignored, so renaming objects cannot game the reward. Every pixel is assigned the nearest colour of :data:`PALETTE`; an object scores
     ``min(1, share of its box's pixels with the requested colour / target_share)`` and a sample the mean over
     its coloured objects. NaN when no object has a requested colour or no images are given; 0 for a chain
     without objects.
@@ -251,10 +260,9 @@ class ColorRuleReward:
         names = list(PALETTE)
         shares = []
         for obj in chain.objects:
-            own = _phrase(obj.name)
-            colors = own.colors if own else ()
-            if not colors:
-                colors = next((p.colors for p in phrases if p.colors and _matches(p, obj)), ())
+            # The colour the prompt asks for, never the chain's own words: a chain that renames its
+            # objects after the background colour must not score.
+            colors = next((p.colors for p in phrases if p.colors and p.head in _stem_words(obj.name)), ())
             if not colors:
                 continue
             x1, y1, x2, y2 = obj.box.to_pixels(width, height)

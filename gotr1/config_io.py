@@ -1,0 +1,104 @@
+"""YAML files and command-line options mapped one to one onto the config dataclasses.
+
+Every field of :class:`~gotr1.config.SFTConfig` / :class:`~gotr1.config.GRPOConfig` is a YAML key and a
+``--field-name`` option whose help is the field's docstring. Unknown keys and values that do not convert
+are errors that name the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstring written under each field of a dataclass (and of its dataclass bases)."""
+    docs = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for node, after in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+                docs[node.target.id] = " ".join(str(after.value.value).split())
+    return docs
+
+
+def _parse_value(text: str, kind):
+    """Convert command-line ``text`` to the field type ``kind`` (Optional, bool, int, float, str, tuple)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        return _parse_value(text, next(a for a in args if a is not type(None)))
+    if origin is tuple:
+        item = args[0] if args else str
+        return tuple(_parse_value(part.strip(), item) for part in text.split(",") if part.strip())
+    if kind is bool:
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false, got {text!r}")
+    return kind(text)
+
+
+def _types(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls) -> None:
+    """Add ``--field-name VALUE`` for every field of ``cls`` (default: the YAML's or the dataclass's)."""
+    docs, defaults = field_docs(cls), {f.name: f.default for f in dataclasses.fields(cls)}
+    group = parser.add_argument_group(f"{cls.__name__} fields (override the --config file)")
+    for name, kind in _types(cls).items():
+        if name not in defaults:
+            continue
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg_{name}", metavar="VALUE", default=None,
+                           help=f"{docs.get(name, '')} (default: {defaults[name]!r})")
+
+
+def load_config(cls, path: str | Path | None = None, overrides: dict | None = None):
+    """Build ``cls`` from a YAML file and ``{field: text}`` command-line overrides.
+
+    Raises
+    ------
+    ValueError
+        Naming the unknown key or the field whose value does not convert or validate.
+    """
+    values = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of {cls.__name__} fields, got {type(loaded).__name__}")
+        values.update(loaded)
+    kinds = _types(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown {cls.__name__} field(s) {unknown}; known fields: {sorted(known)}")
+    for name, text in (overrides or {}).items():
+        try:
+            values[name] = _parse_value(text, kinds[name])
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"--{name.replace('_', '-')}: {err}") from None
+    return cls(**values)
+
+
+def config_overrides(args: argparse.Namespace) -> dict:
+    """The ``--field`` options given on the command line, as ``{field: text}``."""
+    return {key[4:]: value for key, value in vars(args).items() if key.startswith("cfg_") and value is not None}
+
+
+def dump_config(config) -> str:
+    """YAML of a config (tuples as lists), loadable again by :func:`load_config`."""
+    data = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+    return yaml.safe_dump(data, sort_keys=False)
