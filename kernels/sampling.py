@@ -169,6 +169,28 @@ def kept_mask_reference(z, top_k=None, top_p=None):
     return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
 
 
+def _signed(value: int) -> int:
+    """A 64-bit constant as the int64 with the same bits (torch int64 arithmetic wraps around)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _shr(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 bits (``>>`` on int64 is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _uniforms(seed, rows, step, vocab, device) -> torch.Tensor:
+    """float64 ``[rows, vocab]`` in (0, 1): splitmix64 of (row seed, token), so row r's noise depends on
+    (seed, r, step) only, never on the other rows, and one vectorised pass replaces a generator per row."""
+    keys = torch.tensor([_signed(_row_seed(seed, r, step)) for r in range(rows)], dtype=torch.int64, device=device)
+    tokens = torch.arange(vocab, dtype=torch.int64, device=device)
+    x = keys[:, None] + tokens[None, :] * _signed(0x9E3779B97F4A7C15)
+    x = (x ^ _shr(x, 30)) * _signed(0xBF58476D1CE4E5B9)
+    x = (x ^ _shr(x, 27)) * _signed(0x94D049BB133111EB)
+    x = x ^ _shr(x, 31)
+    return (_shr(x, 11).double() + 0.5) * 2.0**-53
+
+
 def _row_seed(seed, row, step):
     """A 63-bit generator seed mixing (seed, row, step), so each row draws from its own stream."""
     mixed = (seed * 0x9E3779B97F4A7C15 + (row + 1) * 0xBF58476D1CE4E5B9 + (step + 1) * 0x94D049BB133111EB) & _MASK64
@@ -179,8 +201,9 @@ def _row_seed(seed, row, step):
 @torch.no_grad()
 def sample_reference(cond_logits, uncond_logits=None, *, guidance=1.0, temperature=1.0, top_k=None,
                      top_p=None, seed, step, logprob_of="mixed"):
-    """:func:`sample` in plain torch (a stable sort and ``torch.multinomial`` per row); same arguments, same
-    distribution and log-probs, its own random stream. Not CUDA-graph capturable (it reads ``step``)."""
+    """:func:`sample` in plain torch (a stable sort for top-k / top-p, then Gumbel-max with counter-based noise);
+    same arguments, same distribution and log-probs, its own random stream. Not CUDA-graph capturable (it reads
+    ``step``)."""
     top_k, top_p = _check(cond_logits, uncond_logits, guidance, temperature, top_k, top_p, seed, step,
                           logprob_of)
     step = int(step.item()) if isinstance(step, torch.Tensor) else step
@@ -191,11 +214,9 @@ def sample_reference(cond_logits, uncond_logits=None, *, guidance=1.0, temperatu
         logp = torch.zeros(ids.shape, dtype=torch.float32, device=ids.device)
     else:
         logprobs = torch.log_softmax(z.masked_fill(~kept_mask_reference(z, top_k, top_p), float("-inf")), -1)
-        probs = logprobs.exp()
-        ids = torch.empty(z.shape[0], dtype=torch.int64, device=z.device)
-        for row in range(z.shape[0]):
-            gen = torch.Generator(device=z.device).manual_seed(_row_seed(seed, row, step))
-            ids[row] = torch.multinomial(probs[row], 1, generator=gen)[0]
+        # Gumbel-max: argmax(log p + G) is a draw from p; excluded tokens stay at -inf.
+        gumbel = -torch.log(-torch.log(_uniforms(seed, z.shape[0], step, z.shape[1], z.device)))
+        ids = (logprobs.double() + gumbel).argmax(dim=-1)
         logp = logprobs.gather(-1, ids[:, None])[:, 0]
     if logprob_of == "cond":
         cond_logprobs = torch.log_softmax(cond_logits.float() * (1.0 / temperature), dim=-1)
