@@ -167,3 +167,22 @@ def test_grpo_raises_the_held_out_reward_of_an_sft_model(tmp_path):
 
     result = run_demo(tmp_path, seed=0, progress=False)
     assert result["after"]["total"] > result["before"]["total"] + 0.03, result
+
+
+@pytest.mark.parametrize("backend", ["tiny_judge", "dead_server"])
+def test_judge_failures_score_zero_are_counted_and_the_run_goes_on(tmp_path, backend):
+    """A random judge writes unparsable replies; a server that refuses connections answers nothing. Either way
+    the step completes, no sample gets a good score from it, and the failures are in the metrics."""
+    from gotr1.grpo_rewards import JudgeReward
+    from gotr1.rewards import OpenAIJudge, tiny_judge
+
+    if backend == "tiny_judge":
+        judge = tiny_judge(seed=0, max_new_tokens=4)
+    else:
+        judge = OpenAIJudge("http://127.0.0.1:9/v1", "judge", timeout=0.5, max_retries=1, backoff=0.01)
+    trainer = GRPOTrainer(*tiny_janus(seed=5), JudgeReward(judge), _config(tmp_path, max_steps=1), PROMPTS)
+    (metrics,) = trainer.train()
+    assert metrics["judge_failures"] > 0
+    assert {"reward_sem", "reward_spa", "reward_ri", "reward_pi"} <= set(metrics)
+    if backend == "dead_server":
+        assert metrics["reward_mean"] == 0.0 and metrics["advantage_abs_mean"] == 0.0
