@@ -174,15 +174,17 @@ class GRPOTrainer:
         if cfg.num_iterations > 1:
             old = policy_logprobs(self.model, r, cfg, cfg.micro_batch_size, self.tokens)
 
+        lr = self.scheduler.get_last_lr()[0]
         metrics = {}
         for _ in range(cfg.num_iterations):
             update = loss_and_backward(self.model, r, chain_mask, advantages, old, ref, cfg, normalizer, self.tokens)
             metrics = self._optimizer_step(update)
+        self.scheduler.step()  # once per step: the schedule spans max_steps whatever num_iterations is
         t3 = time.perf_counter()
         self.step += 1
         generated = int(chain_mask.sum()) + r.image_ids.numel()
         metrics.update(self._reward_metrics(scored, all_rewards, advantages, r))
-        metrics.update(step=self.step, lr=self.scheduler.get_last_lr()[0], seconds_rollout=t1 - t0,
+        metrics.update(step=self.step, lr=lr, seconds_rollout=t1 - t0,
                        seconds_reward=t2 - t1, seconds_update=t3 - t2, tokens_per_s=generated / max(t1 - t0, 1e-9),
                        chain_length=float(r.chain_lengths.float().mean()), skipped_steps=self.skipped_steps)
         self._maybe_grid(r, scored)
@@ -204,7 +206,6 @@ class GRPOTrainer:
                 raise NonFiniteLossError(f"{self.bad_in_row} consecutive steps had a non-finite loss or gradient "
                                          f"(limit GRPOConfig.max_bad_steps={cfg.max_bad_steps})")
         self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
         tokens = max(update["num_tokens"], 1.0)
         return {"loss": update["loss"], "grad_norm": float(norm), "step_skipped": not finite,
                 **{name: update[name] / tokens for name in ("ratio_mean", "clip_low_frac", "clip_high_frac",

@@ -186,3 +186,10 @@ def test_judge_failures_score_zero_are_counted_and_the_run_goes_on(tmp_path, bac
     assert {"reward_sem", "reward_spa", "reward_ri", "reward_pi"} <= set(metrics)
     if backend == "dead_server":
         assert metrics["reward_mean"] == 0.0 and metrics["advantage_abs_mean"] == 0.0
+
+
+def test_several_updates_per_rollout_move_the_ratio_and_keep_one_schedule_step(tmp_path):
+    trainer = GRPOTrainer(*tiny_janus(seed=6), length_reward, _config(tmp_path, max_steps=2, num_iterations=3), PROMPTS)
+    log = trainer.train()
+    assert trainer.scheduler.last_epoch == 2  # one schedule step per GRPO step, not per update
+    assert abs(log[0]["ratio_mean"] - 1.0) > 1e-4  # the last update saw a policy that had already moved
