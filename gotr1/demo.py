@@ -13,7 +13,7 @@ Departures from the paper: rule rewards replace Qwen2.5-VL (no judge can be down
 averaged rather than multiplied (see :func:`demo_reward`); the model is tiny and fully fine-tuned without a
 KL term (beta 0) so that a few CPU steps show learning.
 
-Run: ``gotr1 demo --out demo_out`` (about 5-10 minutes on 2 cores) or ``gotr1 demo --quick``.
+Run: ``gotr1 demo --out demo_out`` (about 4 minutes on 2 cores) or ``gotr1 demo --quick``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class DemoScale:
     prompts_per_step: int
 
 
-FULL = DemoScale(train_samples=4000, held_out=32, vq_steps=300, sft_steps=300, grpo_steps=60, group_size=8, prompts_per_step=8)
+FULL = DemoScale(train_samples=4000, held_out=64, vq_steps=300, sft_steps=300, grpo_steps=60, group_size=8, prompts_per_step=8)
 QUICK = DemoScale(train_samples=16, held_out=4, vq_steps=5, sft_steps=3, grpo_steps=2, group_size=2, prompts_per_step=2)
 IMAGE_SIZE = 64
 MAX_CHAIN_TOKENS = 64
@@ -64,7 +64,7 @@ def demo_reward() -> RuleReward:
     return RuleReward({"layout": LayoutRuleReward(), "color": ColorRuleReward()}, mode="sum")
 
 
-def score_held_out(model, processor, prompts: list[str], reward: RuleReward, seed: int, samples: int = 2):
+def score_held_out(model, processor, prompts: list[str], reward: RuleReward, seed: int, samples: int = 4):
     """Rollout on held-out prompts at the training temperature, scored by ``reward``; also returns the rollout."""
     r = rollout(model.eval(), processor, prompts, samples, max_new_tokens=MAX_CHAIN_TOKENS, seed=seed)
     rows = [prompts[g] for g in r.group.tolist()]
