@@ -31,7 +31,9 @@ def test_layout_reads_a_chain_file_and_reports_parse_issues(tmp_path, capsys):
 
 
 def test_console_script_runs_and_rejects_bad_options(tmp_path):
-    run = lambda *args: subprocess.run([sys.executable, "-m", "gotr1.cli", *args], capture_output=True, text=True)
+    # Run from tmp_path: from the checkout, `-m` would import the source tree instead of the installed package.
+    run = lambda *args: subprocess.run([sys.executable, "-m", "gotr1.cli", *args], capture_output=True, text=True,
+                                       cwd=tmp_path)
     ok = run("layout", "a <|obj_start|>cup<|obj_end|> <|box_start|>(0,0),(500,500)<|box_end|>", "--out", str(tmp_path / "x.png"))
     assert ok.returncode == 0 and (tmp_path / "x.png").is_file()
     bad = run("layout", "--out", str(tmp_path / "y.png"), "--size", "0")

@@ -148,7 +148,7 @@ def test_two_ranks_with_gloo_end_with_identical_parameters(tmp_path):
     worker = Path(__file__).with_name("_grpo_ddp_worker.py")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(worker), str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+                           str(worker), str(tmp_path)], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert rank0.keys() == rank1.keys() and rank0
@@ -171,7 +171,7 @@ def test_grpo_raises_the_held_out_reward_of_an_sft_model(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-m", "gotr1.cli", "demo", "--out", str(tmp_path), "--no-progress"],
-                          capture_output=True, text=True, timeout=1800, env=env)
+                          capture_output=True, text=True, timeout=1800, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "summary.json").read_text())
     assert result["after"]["total"] > result["before"]["total"] + 0.005, result
