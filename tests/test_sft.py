@@ -106,4 +106,4 @@ def test_config_errors_name_the_field(data, tmp_path):
     with pytest.raises(ValueError, match="SFTConfig.grad_accum must be >= 1"):
         SFTConfig(grad_accum=0)
     with pytest.raises(FileNotFoundError, match="resume_from"):
-        SFTTrainer(*tiny_janus(), SFTConfig(data=str(data), resume_from=str(tmp_path)))
+        SFTTrainer(*tiny_janus(), SFTConfig(data=str(data), output_dir=str(tmp_path / "run"), resume_from=str(tmp_path)))
