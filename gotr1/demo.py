@@ -22,7 +22,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from gotr1.config import GRPOConfig, SFTConfig
@@ -69,9 +68,7 @@ def score_held_out(model, processor, prompts: list[str], reward: RuleReward, see
     r = rollout(model.eval(), processor, prompts, samples, max_new_tokens=MAX_CHAIN_TOKENS, seed=seed)
     rows = [prompts[g] for g in r.group.tolist()]
     scored = reward(rows, r.chains, r.images.numpy())
-    means = {name: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for name, v in scored.components.items()}
-    means["total"] = float(np.nanmean(scored.total)) if np.isfinite(scored.total).any() else float("nan")
-    return means, r, scored
+    return scored.means(), r, scored
 
 
 def _table(before: dict, after: dict) -> str:

@@ -49,6 +49,7 @@ from gotr1.image_decode import (
 from gotr1.kernels.sampling import sample
 from gotr1.kv_decode import LlamaStepper, RowCache
 from gotr1.model import got_token_ids, janus_parts
+from gotr1.teacher_forcing import pad_sequences
 
 __all__ = [
     "PROMPT_TEMPLATE",
@@ -57,6 +58,7 @@ __all__ = [
     "ImageBatch",
     "Rollout",
     "decode_images",
+    "encode_prompt",
     "format_prompt",
     "generate_chains",
     "generate_images",
@@ -73,6 +75,11 @@ CHAT_FORMAT = "<|User|>: {content}\n\n<|Assistant|>:"
 def format_prompt(prompt: str) -> str:
     """The chat text of one prompt (without BOS, which :func:`generate_chains` adds as a token)."""
     return CHAT_FORMAT.format(content=PROMPT_TEMPLATE.format(prompt=prompt))
+
+
+def encode_prompt(tokenizer, prompt: str, bos: int) -> list[int]:
+    """Token ids of one prompt as the policy sees it: BOS, then the chat text of :func:`format_prompt`."""
+    return [bos] + tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
 
 
 @dataclass
@@ -176,7 +183,7 @@ def _encode_prompts(janus, tokenizer, prompts, num_samples, max_new_tokens, bos)
     image_tokens = num_image_tokens(janus)
     encoded = []
     for i, prompt in enumerate(prompts):
-        ids = [bos] + tokenizer(format_prompt(prompt), add_special_tokens=False)["input_ids"]
+        ids = encode_prompt(tokenizer, prompt, bos)
         if len(ids) + 1 + image_tokens > context:
             raise ValueError(
                 f"prompts[{i}]: {len(ids)} tokens, longer than the context of {context} allows "
@@ -188,14 +195,7 @@ def _encode_prompts(janus, tokenizer, prompts, num_samples, max_new_tokens, bos)
                 f"overflow the context of {context} (with {image_tokens} image tokens)"
             )
         encoded.append(ids)
-    width = max(len(ids) for ids in encoded)
-    rows = [ids for ids in encoded for _ in range(num_samples)]
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for r, ids in enumerate(rows):
-        input_ids[r, width - len(ids) :] = torch.tensor(ids)
-        mask[r, width - len(ids) :] = True
-    return input_ids, mask
+    return pad_sequences([ids for ids in encoded for _ in range(num_samples)], tokenizer.pad_token_id, left=True)
 
 
 @torch.no_grad()

@@ -36,9 +36,9 @@ from gotr1.checkpoint import load_training_state, resolve_checkpoint, save_check
 from gotr1.config import GRPOConfig
 from gotr1.generate import rollout
 from gotr1.grpo_loss_step import LogProbs, loss_and_backward, loss_normalizer, policy_logprobs
-from gotr1.grpo_rewards import as_policy_reward
+from gotr1.grpo_rewards import as_policy_reward, nan_stat
 from gotr1.kernels.grpo_loss import group_advantages
-from gotr1.model import got_token_ids, janus_parts
+from gotr1.model import got_token_ids
 from gotr1.sample_grid import save_sample_grid
 from gotr1.training import EpochSampler, MetricsLog, build_optimizer, load_model_weights, prepare_policy
 
@@ -213,14 +213,13 @@ class GRPOTrainer:
 
     def _reward_metrics(self, scored, all_rewards: torch.Tensor, advantages: torch.Tensor, r) -> dict:
         rewards = all_rewards.cpu().numpy()
-        out = {"reward_mean": float(np.nanmean(rewards)) if np.isfinite(rewards).any() else float("nan"),
-               "reward_std": float(np.nanstd(rewards)) if np.isfinite(rewards).any() else float("nan"),
+        out = {"reward_mean": nan_stat(rewards), "reward_std": nan_stat(rewards, np.nanstd),
                "rewards_missing": int(np.isnan(rewards).sum()),
                "advantage_mean": float(advantages.mean()), "advantage_abs_mean": float(advantages.abs().mean()),
                "judge_failures": scored.failures,
                "parse_failures": sum(1 for c in r.chains if c.errors or not c.objects)}
         for name, values in scored.components.items():
-            out[f"reward_{name}"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            out[f"reward_{name}"] = nan_stat(values)
         return out
 
     def _maybe_grid(self, r, scored) -> None:

@@ -20,6 +20,12 @@ import numpy as np
 from gotr1.rewards import RewardCache, RewardConfig, score_batch
 
 
+def nan_stat(values, stat=np.nanmean) -> float:
+    """``stat`` (e.g. ``np.nanmean``, ``np.nanstd``) over the scores that exist; NaN when none does."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(stat(values)) if np.isfinite(values).any() else float("nan")
+
+
 @dataclass
 class ScoredBatch:
     """Rewards of one rollout batch: ``total`` float32 ``[N]`` and each named component ``[N]``."""
@@ -28,6 +34,10 @@ class ScoredBatch:
     components: dict[str, np.ndarray]
     failures: int = 0
     details: dict = field(default_factory=dict)
+
+    def means(self) -> dict[str, float]:
+        """Mean of each component and of ``total`` over the samples where it applies."""
+        return {**{name: nan_stat(v) for name, v in self.components.items()}, "total": nan_stat(self.total)}
 
 
 class JudgeReward:

@@ -26,22 +26,11 @@ from tqdm.auto import tqdm
 from gotr1.checkpoint import load_training_state, resolve_checkpoint, save_checkpoint
 from gotr1.config import SFTConfig
 from gotr1.data import GoTDataset
-from gotr1.generate import format_prompt
+from gotr1.generate import encode_prompt
 from gotr1.image_tokens import ImageTokenCache
 from gotr1.model import got_token_ids, janus_parts
-from gotr1.teacher_forcing import TokenBatch, chain_token_mask, teacher_forced_hidden, unconditional
+from gotr1.teacher_forcing import TokenBatch, chain_token_mask, pad_sequences, teacher_forced_hidden, unconditional
 from gotr1.training import EpochSampler, MetricsLog, build_optimizer, load_model_weights, prepare_policy
-
-
-def _pad(sequences: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.bool)
-    for row, seq in enumerate(sequences):
-        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
-        ids[row, cols] = torch.tensor(seq, dtype=torch.long)
-        mask[row, cols] = True
-    return ids, mask
 
 
 class SFTTrainer:
@@ -92,11 +81,10 @@ class SFTTrainer:
 
     def make_batch(self, rows, generator: torch.Generator) -> tuple[TokenBatch, torch.Tensor]:
         """The rows as a :class:`TokenBatch` (CFG dropout applied) and the bool ``[B]`` unconditional rows."""
-        tokenizer = self.processor.tokenizer
-        prompts = [[self.tokens.bos] + tokenizer(format_prompt(r.prompt), add_special_tokens=False)["input_ids"] for r in rows]
-        prompt_ids, prompt_mask = _pad(prompts, self.tokens.pad, left=True)
+        prompts = [encode_prompt(self.processor.tokenizer, r.prompt, self.tokens.bos) for r in rows]
+        prompt_ids, prompt_mask = pad_sequences(prompts, self.tokens.pad, left=True)
         chains = [self._tokenize_chain(r) for r in rows]
-        chain_ids, _ = _pad(chains, self.tokens.pad, left=False)
+        chain_ids, _ = pad_sequences(chains, self.tokens.pad, left=False)
         batch = TokenBatch(prompt_ids, prompt_mask, chain_ids, torch.tensor([len(c) for c in chains]),
                            self.image_cache.encode([r.image_path for r in rows]))
         dropped = torch.rand(len(rows), generator=generator) < self.config.cfg_dropout

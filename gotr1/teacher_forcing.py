@@ -43,6 +43,18 @@ class TokenBatch:
         return self.prompt_ids.shape[0]
 
 
+def pad_sequences(sequences: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """int64 ids and bool mask ``[N, max_len]`` of token lists, padded on the left (prompts) or right (chains)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for row, seq in enumerate(sequences):
+        cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[row, cols] = torch.tensor(seq, dtype=torch.long)
+        mask[row, cols] = True
+    return ids, mask
+
+
 def chain_token_mask(batch) -> torch.Tensor:
     """bool ``[B, T]``: the real chain tokens (``<begin_of_image>`` included) of each row."""
     width = batch.chain_ids.shape[1]
