@@ -81,47 +81,28 @@ def _train_config(args, cls):
 
 def _cmd_sft(args: argparse.Namespace) -> int:
     from gotr1.config import SFTConfig
+    from gotr1.distributed import local_device
     from gotr1.resolve import load_any_policy
     from gotr1.sft import SFTTrainer
 
     config = _train_config(args, SFTConfig)
-    model, processor = load_any_policy(config.model, dtype=config.dtype, device=_device())
+    model, processor = load_any_policy(config.model, dtype=config.dtype, device=local_device())
     SFTTrainer(model, processor, config).train()
     return 0
 
 
-def _distributed() -> None:
-    """Join the process group torchrun describes (NCCL on GPUs, gloo otherwise); no-op outside torchrun."""
-    import os
-
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _device():
-    import os
-
-    import torch
-
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
-
-
 def _cmd_grpo(args: argparse.Namespace) -> int:
     from gotr1.config import GRPOConfig
+    from gotr1.distributed import join_process_group, leave_process_group, local_device
     from gotr1.grpo import GRPOTrainer
     from gotr1.grpo_rewards import JudgeReward, RuleReward
     from gotr1.resolve import build_judge, load_any_policy, read_prompts
     from gotr1.rewards import ColorRuleReward, LayoutRuleReward, RewardConfig
 
-    _distributed()
+    join_process_group()
     config = _train_config(args, GRPOConfig)
     prompts = [p for group in read_prompts(config.prompts).values() for p in group]
-    model, processor = load_any_policy(config.model, dtype=config.dtype, device=_device())
+    model, processor = load_any_policy(config.model, dtype=config.dtype, device=local_device())
     if config.reward == "rules":
         reward = RuleReward({"layout": LayoutRuleReward(), "color": ColorRuleReward()}, config.reward_mode)
     else:
@@ -133,6 +114,7 @@ def _cmd_grpo(args: argparse.Namespace) -> int:
         trainer.train()
     finally:
         trainer.close()
+    leave_process_group()
     return 0
 
 
@@ -142,11 +124,12 @@ def _sampling(args) -> dict:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    from gotr1.distributed import local_device
     from gotr1.evaluate import generate_batched
     from gotr1.layout import render_layout, to_pil
     from gotr1.resolve import load_any_policy
 
-    model, processor = load_any_policy(args.model, device=_device())
+    model, processor = load_any_policy(args.model, device=local_device())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for _, r in generate_batched(model, processor, args.prompt, num_samples=args.num, seed=args.seed,
@@ -162,13 +145,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from gotr1.distributed import local_device
     from gotr1.evaluate import evaluate
     from gotr1.resolve import build_judge, load_any_policy, read_prompts
     from gotr1.rewards import prompt_image_reward
 
     prompts = read_prompts(args.prompts)
     judge = build_judge(args.judge, args.judge_url, args.judge_model)
-    model, processor = load_any_policy(args.model, device=_device())
+    model, processor = load_any_policy(args.model, device=local_device())
     scorer = lambda prompts_, chains, images: prompt_image_reward(prompts_, chains, images, judge)[0]
     means = evaluate(model, processor, scorer, prompts, args.out, num_samples=args.num, batch_size=args.batch_size,
                      seed=args.seed, limit=args.limit, progress=not args.no_progress, **_sampling(args))
