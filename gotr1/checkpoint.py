@@ -48,7 +48,8 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, scheduler, state: dict,
-                    keep_last: int | None = None, processor=None) -> Path:
+                    keep_last: int | None = None, processor=None, model_state: dict | None = None,
+                    optimizer_state: dict | None = None) -> Path:
     """Write a complete checkpoint of ``step`` under ``output_dir`` and point ``latest`` at it.
 
     Parameters
@@ -61,6 +62,9 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
         Delete older checkpoints beyond the newest ``keep_last``.
     processor : optional
         Saved beside the model, so ``checkpoint/model`` loads on its own (``gotr1.model.load_policy``).
+    model_state, optimizer_state : dict, optional
+        What to save instead of ``model.state_dict()`` / ``optimizer.state_dict()``: the unsharded states
+        of an FSDP-sharded run (:mod:`gotr1.sharding`).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -68,10 +72,10 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
     tmp = output_dir / f".tmp-step-{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    model.save_pretrained(tmp / "model", safe_serialization=True)
+    model.save_pretrained(tmp / "model", safe_serialization=True, state_dict=model_state)
     if processor is not None:
         processor.save_pretrained(tmp / "model")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state, tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng_state(), tmp / "rng.pt")
     _write_text_atomic(tmp / "state.json", json.dumps({**state, "step": step}, indent=1))
@@ -95,13 +99,20 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise FileNotFoundError(f"resume_from={str(path)!r} is neither a checkpoint folder nor a run folder with '{LATEST}'")
 
 
-def load_training_state(checkpoint: str | Path, optimizer, scheduler) -> dict:
+def read_trainer_state(checkpoint: str | Path) -> dict:
+    """The trainer's ``state.json`` of a checkpoint folder."""
+    return json.loads((Path(checkpoint) / "state.json").read_text(encoding="utf-8"))
+
+
+def load_training_state(checkpoint: str | Path, optimizer, scheduler, load_optimizer_state=None) -> dict:
     """Restore optimizer, scheduler and RNG states; returns the trainer's ``state.json``.
 
     The model weights are loaded by the caller (full model or adapter) from ``checkpoint/model``.
+    ``load_optimizer_state(state)`` replaces ``optimizer.load_state_dict`` (a sharded run's loader).
     """
     checkpoint = Path(checkpoint)
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=False))
+    saved = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=False)
+    (load_optimizer_state or optimizer.load_state_dict)(saved)
     scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(checkpoint / "rng.pt", weights_only=False))
-    return json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
+    return read_trainer_state(checkpoint)

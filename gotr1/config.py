@@ -193,6 +193,13 @@ class GRPOConfig(TrainingConfig):
     judge_timeout: float = 120.0
     """Seconds before a judge request is retried, then scored 0 (OpenAI backend)."""
 
+    # --- distributed -------------------------------------------------------------------------
+    fsdp: bool = False
+    """Under ``torchrun``: shard weights, gradients and AdamW state across ranks with FSDP2 (``fully_shard``),
+    gathering weights only for the rollout and layer by layer for the update; what full fine-tuning of
+    Janus-Pro-7B needs. False: every rank holds the whole model (enough for LoRA). A run resumes with the
+    same setting it was saved with (its optimizer file differs)."""
+
     # --- reliability and logging -------------------------------------------------------------
     max_bad_steps: int = 5
     """Abort after this many consecutive steps skipped for a non-finite loss or gradient."""

@@ -12,9 +12,12 @@ embedding and text head are trained (see :mod:`gotr1.lora`). With ``importance_l
 sequence's chain and image parts get one ratio each.
 
 Distributed: under ``torchrun`` (with ``torch.distributed`` initialised by the caller, see ``gotr1 grpo``)
-each rank generates whole groups; rewards are gathered so advantages and loss normalisation are global;
-gradients are summed across ranks before the step, so every rank keeps identical weights; rank 0 writes
-checkpoints, logs and grids.
+each rank generates whole groups; rewards are gathered so advantages and loss normalisation are global,
+and the logged metrics cover every rank. Replicated (``fsdp=False``): each rank holds the whole model and
+gradients are summed across ranks before the step, so every rank keeps identical weights. Sharded
+(``fsdp=True``, :mod:`gotr1.sharding`): FSDP2 splits weights, gradients and AdamW state across ranks,
+gathers the weights for the rollout and layer by layer for the update, and reduce-scatters gradients.
+Rank 0 writes checkpoints (whole, unsharded weights either way), logs and grids.
 
 Run: ``gotr1 grpo --config configs/grpo_demo.yaml`` or
 ``GRPOTrainer(model, processor, reward, GRPOConfig(...), prompts).train()``.
@@ -24,7 +27,9 @@ from __future__ import annotations
 
 import copy
 import time
+from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,30 +37,25 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from gotr1.checkpoint import load_training_state, resolve_checkpoint, save_checkpoint
+from gotr1.checkpoint import load_training_state, read_trainer_state, resolve_checkpoint, save_checkpoint
 from gotr1.config import GRPOConfig
+from gotr1.distributed import gather_rows, rank_and_world, sum_over_ranks
 from gotr1.generate import rollout
 from gotr1.grpo_loss_step import LogProbs, loss_and_backward, loss_normalizer, policy_logprobs
 from gotr1.grpo_rewards import as_policy_reward, nan_stat
 from gotr1.kernels.grpo_loss import group_advantages
 from gotr1.model import got_token_ids
 from gotr1.sample_grid import save_sample_grid
+from gotr1.sharding import (
+    full_model_state,
+    full_optimizer_state,
+    full_tensor,
+    gathered,
+    load_full_optimizer_state,
+    release,
+    shard_policy,
+)
 from gotr1.training import EpochSampler, MetricsLog, build_optimizer, load_model_weights, prepare_policy
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _gather(values: torch.Tensor, world: int) -> torch.Tensor:
-    """Concatenate equal-sized 1-D tensors of every rank, in rank order."""
-    if world == 1:
-        return values
-    parts = [torch.empty_like(values) for _ in range(world)]
-    dist.all_gather(parts, values)
-    return torch.cat(parts)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -80,7 +80,10 @@ class GRPOTrainer:
     def __init__(self, model, processor, reward, config: GRPOConfig, prompts: list[str]):
         if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
             raise ValueError("prompts must be a non-empty list of non-empty strings")
-        self.rank, self.world = _world()
+        self.rank, self.world = rank_and_world()
+        if config.fsdp and not dist.is_initialized():
+            raise ValueError("GRPOConfig.fsdp=True needs torch.distributed initialised: run under torchrun "
+                             "(`gotr1 grpo` joins the process group torchrun describes)")
         if config.prompts_per_step % self.world:
             raise ValueError(f"GRPOConfig.prompts_per_step={config.prompts_per_step} must divide evenly over "
                              f"{self.world} ranks")
@@ -93,14 +96,25 @@ class GRPOTrainer:
         if config.beta > 0 and not config.use_lora:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         self.model = prepare_policy(model, processor, config)
+        self.device = next(self.model.parameters()).device
+        checkpoint = resolve_checkpoint(config.resume_from) if config.resume_from else None
+        if checkpoint is not None:
+            saved_fsdp = read_trainer_state(checkpoint).get("fsdp", False)
+            if saved_fsdp != config.fsdp:
+                raise ValueError(f"resume_from={config.resume_from!r} was saved with fsdp={saved_fsdp}; resume it "
+                                 f"with GRPOConfig.fsdp={saved_fsdp} (its optimizer state is stored differently)")
+            load_model_weights(self.model, checkpoint / "model")  # whole weights, before any sharding
+        if config.fsdp:
+            self.model = shard_policy(self.model)
+            if self.ref_model is not None:
+                self.ref_model = shard_policy(self.ref_model)
         self.optimizer, self.scheduler = build_optimizer(self.model, config)
         self.step, self.bad_in_row, self.skipped_steps = 0, 0, 0
         self.sampler = EpochSampler(len(self.prompts), config.seed)
         self.reference_passes = 0
-        if config.resume_from:
-            checkpoint = resolve_checkpoint(config.resume_from)
-            load_model_weights(self.model, checkpoint / "model")
-            state = load_training_state(checkpoint, self.optimizer, self.scheduler)
+        if checkpoint is not None:
+            load_optimizer = partial(load_full_optimizer_state, self.model, self.optimizer) if config.fsdp else None
+            state = load_training_state(checkpoint, self.optimizer, self.scheduler, load_optimizer)
             self.step, self.skipped_steps = state["step"], state["skipped_steps"]
             self.sampler = EpochSampler(len(self.prompts), config.seed, state["epoch"], state["cursor"])
         self.log = MetricsLog(self.output_dir / "metrics.jsonl", resume_step=self.step) if self.rank == 0 else None
@@ -119,10 +133,12 @@ class GRPOTrainer:
         cfg = self.config
         self.model.eval()
         try:
-            return rollout(self.model, self.processor, prompts, cfg.group_size, max_new_tokens=cfg.max_chain_tokens,
-                           temperature=cfg.temperature, guidance=cfg.guidance, top_k=cfg.top_k, top_p=cfg.top_p,
-                           seed=cfg.seed * 1_000_003 + self.step * self.world + self.rank,
-                           logprob_of="mixed" if cfg.cfg_in_loss else "cond", cuda_graph=cfg.cuda_graph)
+            with gathered(self.model):
+                return rollout(self.model, self.processor, prompts, cfg.group_size,
+                               max_new_tokens=cfg.max_chain_tokens, temperature=cfg.temperature,
+                               guidance=cfg.guidance, top_k=cfg.top_k, top_p=cfg.top_p,
+                               seed=cfg.seed * 1_000_003 + self.step * self.world + self.rank,
+                               logprob_of="mixed" if cfg.cfg_in_loss else "cond", cuda_graph=cfg.cuda_graph)
         finally:
             self.model.train()
 
@@ -132,12 +148,18 @@ class GRPOTrainer:
             return None
         self.reference_passes += 1
         if self.ref_model is not None:
-            return policy_logprobs(self.ref_model, batch, cfg, cfg.micro_batch_size, self.tokens)
-        with self.model.disable_adapter():
-            return policy_logprobs(self.model, batch, cfg, cfg.micro_batch_size, self.tokens)
+            model, frozen = self.ref_model, nullcontext()
+        else:
+            model, frozen = self.model, self.model.disable_adapter()
+        with frozen:
+            ref = policy_logprobs(model, batch, cfg, cfg.micro_batch_size, self.tokens)
+            # Reshard before PEFT re-enables the adapters: it sets requires_grad on the parameters it finds,
+            # which must be the sharded ones the optimizer holds.
+            release(model)
+        return ref
 
     def _sync_gradients(self) -> None:
-        if self.world == 1:
+        if self.world == 1 or self.config.fsdp:  # FSDP has reduce-scattered (summed) them in the backward
             return
         for p in self.model.parameters():
             if p.requires_grad:
@@ -161,9 +183,9 @@ class GRPOTrainer:
         t2 = time.perf_counter()
 
         totals = torch.as_tensor(scored.total, dtype=torch.float32, device=device)
-        all_rewards = _gather(totals, self.world)
-        advantages = group_advantages(all_rewards, cfg.group_size, scale=cfg.scale_rewards)
-        advantages = advantages[self.rank * len(r) : (self.rank + 1) * len(r)].to(device)
+        all_rewards = gather_rows(totals)
+        all_advantages = group_advantages(all_rewards, cfg.group_size, scale=cfg.scale_rewards)
+        advantages = all_advantages[self.rank * len(r) : (self.rank + 1) * len(r)].to(device)
         chain_mask = r.chain_mask
         counts = torch.tensor([float(chain_mask.sum()) * cfg.chain_loss + r.image_ids.numel() * cfg.image_loss,
                                float(len(r))], device=device)
@@ -182,19 +204,24 @@ class GRPOTrainer:
         self.scheduler.step()  # once per step: the schedule spans max_steps whatever num_iterations is
         t3 = time.perf_counter()
         self.step += 1
-        generated = int(chain_mask.sum()) + r.image_ids.numel()
-        metrics.update(self._reward_metrics(scored, all_rewards, advantages, r))
-        metrics.update(step=self.step, lr=lr, seconds_rollout=t1 - t0,
-                       seconds_reward=t2 - t1, seconds_update=t3 - t2, tokens_per_s=generated / max(t1 - t0, 1e-9),
-                       chain_length=float(r.chain_lengths.float().mean()), skipped_steps=self.skipped_steps)
+        counted = sum_over_ranks({
+            "generated": int(chain_mask.sum()) + r.image_ids.numel(), "chain_tokens": int(r.chain_lengths.sum()),
+            "judge_failures": scored.failures,
+            "parse_failures": sum(1 for c in r.chains if c.errors or not c.objects)}, self.device)
+        metrics.update(self._reward_metrics(scored, all_rewards, all_advantages))
+        metrics.update(step=self.step, lr=lr, seconds_rollout=t1 - t0, seconds_reward=t2 - t1,
+                       seconds_update=t3 - t2, tokens_per_s=counted["generated"] / max(t1 - t0, 1e-9),
+                       chain_length=counted["chain_tokens"] / len(all_rewards), skipped_steps=self.skipped_steps,
+                       judge_failures=int(counted["judge_failures"]), parse_failures=int(counted["parse_failures"]))
         self._maybe_grid(r, scored)
         return metrics
 
     def _optimizer_step(self, update: dict) -> dict:
         cfg = self.config
         self._sync_gradients()
+        update = sum_over_ranks(update, self.device)  # the global loss and metric sums
         params = [p for p in self.model.parameters() if p.requires_grad]
-        norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf"))
+        norm = full_tensor(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
         finite = bool(torch.isfinite(norm)) and np.isfinite(update["loss"])
         if finite:
             self.optimizer.step()
@@ -211,15 +238,16 @@ class GRPOTrainer:
                 **{name: update[name] / tokens for name in ("ratio_mean", "clip_low_frac", "clip_high_frac",
                                                             "dual_clip_frac", "kl_mean")}}
 
-    def _reward_metrics(self, scored, all_rewards: torch.Tensor, advantages: torch.Tensor, r) -> dict:
+    def _reward_metrics(self, scored, all_rewards: torch.Tensor, all_advantages: torch.Tensor) -> dict:
+        """Reward and advantage statistics over every rank's samples."""
         rewards = all_rewards.cpu().numpy()
         out = {"reward_mean": nan_stat(rewards), "reward_std": nan_stat(rewards, np.nanstd),
                "rewards_missing": int(np.isnan(rewards).sum()),
-               "advantage_mean": float(advantages.mean()), "advantage_abs_mean": float(advantages.abs().mean()),
-               "judge_failures": scored.failures,
-               "parse_failures": sum(1 for c in r.chains if c.errors or not c.objects)}
-        for name, values in scored.components.items():
-            out[f"reward_{name}"] = nan_stat(values)
+               "advantage_mean": float(all_advantages.mean()),
+               "advantage_abs_mean": float(all_advantages.abs().mean())}
+        for name in sorted(scored.components):
+            values = torch.as_tensor(np.asarray(scored.components[name], dtype=np.float32), device=self.device)
+            out[f"reward_{name}"] = nan_stat(gather_rows(values).cpu().numpy())
         return out
 
     def _maybe_grid(self, r, scored) -> None:
@@ -236,11 +264,17 @@ class GRPOTrainer:
     # -----------------------------------------------------------------------------------------
 
     def save(self) -> Path | None:
+        """Write a checkpoint from rank 0 (every rank must call it: a sharded run gathers its states first)."""
+        model_state = optimizer_state = None
+        if self.config.fsdp:
+            model_state = full_model_state(self.model)
+            optimizer_state = full_optimizer_state(self.model, self.optimizer)
         if self.rank != 0:
             return None
-        state = {**self.sampler.state(), "skipped_steps": self.skipped_steps}
+        state = {**self.sampler.state(), "skipped_steps": self.skipped_steps, "fsdp": self.config.fsdp}
         return save_checkpoint(self.output_dir, self.step, self.model, self.optimizer, self.scheduler, state,
-                               keep_last=self.config.keep_last, processor=self.processor)
+                               keep_last=self.config.keep_last, processor=self.processor,
+                               model_state=model_state, optimizer_state=optimizer_state)
 
     def train(self, max_steps: int | None = None) -> list[dict]:
         """Run until ``config.max_steps`` (or ``max_steps`` more steps); returns rank 0's logged metrics."""

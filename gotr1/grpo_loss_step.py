@@ -100,7 +100,7 @@ def loss_and_backward(model, batch, chain_mask, advantages, old: LogProbs | None
     guidance = config.guidance if config.cfg_in_loss else None
     common = dict(eps_low=config.eps_low, eps_high=config.eps_high, delta=config.delta, beta=config.beta,
                   loss_type="grpo", importance_level=config.importance_level, reduction="none")
-    device_type = janus.lm_head.weight.device.type
+    device_type = batch.prompt_ids.device.type  # not the head's weight: a LoRA head merges it on access
     totals = {"loss": 0.0, "num_tokens": 0.0, **{name: 0.0 for name in METRIC_NAMES}}
     for start in range(0, len(batch), config.micro_batch_size):
         index = slice(start, start + config.micro_batch_size)

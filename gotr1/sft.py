@@ -90,7 +90,7 @@ class SFTTrainer:
         dropped = torch.rand(len(rows), generator=generator) < self.config.cfg_dropout
         if dropped.any():
             batch = unconditional(batch, dropped, self.tokens)
-        device = janus_parts(self.model).lm_head.weight.device
+        device = next(self.model.parameters()).device
         return TokenBatch(*(t.to(device) for t in (batch.prompt_ids, batch.prompt_mask, batch.chain_ids,
                                                    batch.chain_lengths, batch.image_ids))), dropped.to(device)
 
@@ -101,7 +101,7 @@ class SFTTrainer:
     def loss(self, batch: TokenBatch, dropped: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Weighted chain + image cross-entropy (token means) of one micro-batch, and its parts."""
         janus = janus_parts(self.model)
-        device_type = janus.lm_head.weight.device.type
+        device_type = batch.prompt_ids.device.type
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
             chain_hidden, image_hidden = teacher_forced_hidden(self.model, batch)
             chain_mask = chain_token_mask(batch) & ~dropped[:, None]

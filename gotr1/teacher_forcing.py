@@ -77,6 +77,11 @@ def unconditional(batch, rows: torch.Tensor, tokens: GoTTokens) -> TokenBatch:
     return TokenBatch(prompt_ids, batch.prompt_mask, chain_ids, batch.chain_lengths, batch.image_ids)
 
 
+# Set by :func:`gotr1.sharding.shard_policy` on an FSDP-sharded policy: :func:`forward_hidden` registered as a
+# forward method of the root, so that it gathers the root's parameters first.
+SHARDED_FORWARD = "gotr1_teacher_forced_hidden"
+
+
 def teacher_forced_hidden(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Final hidden states that predict each chain token and each image token.
 
@@ -93,6 +98,12 @@ def teacher_forced_hidden(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
         ``[B, N, H]``: ``image_hidden[b, n]`` predicts ``image_ids[b, n]`` (through the generation head);
         image token 0 is predicted at each row's ``<begin_of_image>``.
     """
+    sharded = model.__dict__.get(SHARDED_FORWARD)
+    return forward_hidden(model, batch) if sharded is None else sharded(batch)
+
+
+def forward_hidden(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`teacher_forced_hidden` of an unsharded policy (the sharded one runs it inside FSDP's hooks)."""
     janus = janus_parts(model)
     width, chain_width = batch.prompt_ids.shape[1], batch.chain_ids.shape[1]
     lengths = batch.chain_lengths

@@ -138,7 +138,9 @@ def test_shipped_configs_load():
     from pathlib import Path
 
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-    assert len(configs) == 6
+    assert len(configs) == 7
     for path in configs:
         config = load_config(SFTConfig if path.name.startswith("sft") else GRPOConfig, path)
         assert config.max_steps >= 1, path
+    full = load_config(GRPOConfig, configs[0].with_name("grpo_janus_pro_7b_full.yaml"))
+    assert full.fsdp and not full.use_lora and full.beta > 0
