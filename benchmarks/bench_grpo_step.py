@@ -6,6 +6,7 @@ standing in for the judge (which runs on other devices in a real run). Baseline 
 share of the step; the issue's goal is under 25 % on an H100 with the whole step inside 80 GB.
 
     python benchmarks/bench_grpo_step.py [--steps 3] [--prompts 8] [--group 16] [--markdown out.md]
+    torchrun --nproc_per_node=N benchmarks/bench_grpo_step.py --fsdp    # FSDP2-sharded, N ranks
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from gotr1.config import GRPOConfig
+from gotr1.distributed import join_process_group, leave_process_group, local_device, rank_and_world
 from gotr1.grpo import GRPOTrainer
 from gotr1.model import random_janus
 from gotr1.synthetic import synthetic_samples
@@ -35,11 +37,14 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=None, help="prompts per step (default 8 on CUDA, 2 on CPU)")
     parser.add_argument("--group", type=int, default=None, help="samples per prompt (default 16 on CUDA, 4 on CPU)")
     parser.add_argument("--chain-tokens", type=int, default=None, help="chain cap (default 128 on CUDA, 32 on CPU)")
+    parser.add_argument("--fsdp", action="store_true", help="shard with FSDP2 (run under torchrun)")
     parser.add_argument("--markdown", help="also write the table to this file")
     args = parser.parse_args()
+    join_process_group()
+    rank, world = rank_and_world()
 
     cuda = torch.cuda.is_available()
-    device = "cuda" if cuda else "cpu"
+    device = local_device()
     preset, image_size = ("1b", 384) if cuda else ("tiny", 64)
     prompts_per_step = args.prompts or (8 if cuda else 2)
     group = args.group or (16 if cuda else 4)
@@ -49,7 +54,7 @@ def main() -> None:
     config = GRPOConfig(prompts_per_step=prompts_per_step, group_size=group, max_chain_tokens=chain_tokens,
                         max_steps=args.steps + 1, micro_batch_size=8 if cuda else 4, progress=False,
                         sample_every=0, save_every=10_000, output_dir="/tmp/gotr1-bench-grpo-step",
-                        gradient_checkpointing=cuda, cuda_graph=cuda)
+                        gradient_checkpointing=cuda, cuda_graph=cuda, fsdp=args.fsdp)
     prompts = [s.prompt for s in synthetic_samples(64, seed=0)]
     trainer = GRPOTrainer(model, processor, {"length": length_reward}, config, prompts)
     trainer.train_step()  # warm-up: kernels compile, caches allocate
@@ -71,9 +76,10 @@ def main() -> None:
     image_tokens = rows * (image_size // 16) ** 2
     peak = (torch.cuda.max_memory_allocated() / 2**30) if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     name = torch.cuda.get_device_name() if cuda else "CPU"
+    layout = f"FSDP2 over {world} rank(s)" if args.fsdp else f"{world} rank(s), replicated"
     table = [
-        f"GRPO step, {preset} preset at {image_size} px on {name}: {prompts_per_step} prompts x {group} samples, "
-        f"chains <= {chain_tokens} tokens, median of {args.steps} steps",
+        f"GRPO step, {preset} preset at {image_size} px on {name}, {layout}: {prompts_per_step} prompts x {group} "
+        f"samples, chains <= {chain_tokens} tokens, median of {args.steps} steps (peak memory: rank 0)",
         "",
         "| step s | rollout s | reward s | update s | update share | image tokens/s | peak GiB |",
         "|---|---|---|---|---|---|---|",
@@ -81,10 +87,12 @@ def main() -> None:
         f"| {med['seconds_update'] / med['seconds']:.0%} | {image_tokens / med['seconds_rollout']:.0f} "
         f"| {peak:.2f}{'' if cuda else ' (max RSS)'} |",
     ]
-    print("\n".join(table))
-    if args.markdown:
-        with open(args.markdown, "w", encoding="utf-8") as f:
-            f.write("\n".join(table) + "\n")
+    if rank == 0:
+        print("\n".join(table))
+        if args.markdown:
+            with open(args.markdown, "w", encoding="utf-8") as f:
+                f.write("\n".join(table) + "\n")
+    leave_process_group()
 
 
 if __name__ == "__main__":
