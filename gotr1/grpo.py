@@ -95,6 +95,8 @@ class GRPOTrainer:
         self.ref_model = None
         if config.beta > 0 and not config.use_lora:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            if config.fsdp:  # at once: a second whole copy of a 7B model would crowd the GPU
+                self.ref_model = shard_policy(self.ref_model)
         self.model = prepare_policy(model, processor, config)
         self.device = next(self.model.parameters()).device
         checkpoint = resolve_checkpoint(config.resume_from) if config.resume_from else None
@@ -106,8 +108,6 @@ class GRPOTrainer:
             load_model_weights(self.model, checkpoint / "model")  # whole weights, before any sharding
         if config.fsdp:
             self.model = shard_policy(self.model)
-            if self.ref_model is not None:
-                self.ref_model = shard_policy(self.ref_model)
         self.optimizer, self.scheduler = build_optimizer(self.model, config)
         self.step, self.bad_in_row, self.skipped_steps = 0, 0, 0
         self.sampler = EpochSampler(len(self.prompts), config.seed)
