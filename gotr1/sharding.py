@@ -123,8 +123,19 @@ def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def full_model_state(model) -> dict:
-    """The unsharded state dict on rank 0 (CPU tensors), empty on other ranks; every rank must call it."""
-    return get_model_state_dict(model, options=_FULL_ON_RANK0)
+    """What a checkpoint saves of ``model``, unsharded, on rank 0 (CPU tensors), empty on other ranks; every
+    rank must call it. A PEFT model saves only its trainable tensors (adapters, GoT tag rows): those alone
+    are gathered, not the frozen base weights."""
+    if not hasattr(model, "peft_config"):
+        return get_model_state_dict(model, options=_FULL_ON_RANK0)
+    keep = dist.get_rank() == 0
+    state = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            whole = full_tensor(param.detach())
+            if keep:
+                state[name] = whole.cpu()
+    return state
 
 
 def full_optimizer_state(model, optimizer) -> dict:

@@ -6,8 +6,8 @@ weights to ``OUT/rank<r>.pt``.
 
 ``fsdp``: full fine-tuning with a KL reference (the 7B recipe) three ways, starting from the same weights:
 replicated, FSDP-sharded (a checkpoint each step), and FSDP resumed from the sharded run's first
-checkpoint; and LoRA with a KL reference (adapters disabled), replicated and sharded. Rank 0 saves the
-whole trained weights of each to ``OUT/<run>.pt``.
+checkpoint; and LoRA with a KL reference (adapters disabled), replicated, sharded, and sharded resumed.
+Rank 0 saves the whole trained weights of each to ``OUT/<run>.pt``.
 """
 
 import sys
@@ -53,7 +53,9 @@ def main(mode: str, out: str) -> None:
                 "fsdp": train(out / "fsdp", fsdp=True, **full),
                 "resumed": train(out / "resumed", fsdp=True, resume_from=str(out / "fsdp" / "step-0000001"), **full),
                 "lora_replicated": train(out / "lora_replicated", beta=0.04),
-                "lora_fsdp": train(out / "lora_fsdp", beta=0.04, fsdp=True)}
+                "lora_fsdp": train(out / "lora_fsdp", beta=0.04, fsdp=True, save_every=1, keep_last=None),
+                "lora_resumed": train(out / "lora_resumed", beta=0.04, fsdp=True,
+                                      resume_from=str(out / "lora_fsdp" / "step-0000001"))}
         if rank == 0:
             for name, weights in runs.items():
                 torch.save(weights, out / f"{name}.pt")

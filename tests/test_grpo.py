@@ -188,8 +188,10 @@ def test_fsdp_trains_like_the_replicated_model_and_resumes_exactly(tmp_path):
     # summation-order noise of gradients that start at zero, hence the looser tolerance).
     lora, lora_sharded = torch.load(tmp_path / "lora_replicated.pt"), torch.load(tmp_path / "lora_fsdp.pt")
     assert lora.keys() == lora_sharded.keys() and any("trainable_tokens_delta" in n for n in lora)
+    lora_resumed = torch.load(tmp_path / "lora_resumed.pt")
     for name in lora:
         torch.testing.assert_close(lora_sharded[name], lora[name], rtol=1e-3, atol=1e-4, msg=name)
+        torch.testing.assert_close(lora_resumed[name], lora_sharded[name], rtol=0, atol=0, msg=name)
 
 
 def test_fsdp_without_a_process_group_is_rejected(tmp_path):
