@@ -187,11 +187,9 @@ class GRPOTrainer:
         all_advantages = group_advantages(all_rewards, cfg.group_size, scale=cfg.scale_rewards)
         advantages = all_advantages[self.rank * len(r) : (self.rank + 1) * len(r)].to(device)
         chain_mask = r.chain_mask
-        counts = torch.tensor([float(chain_mask.sum()) * cfg.chain_loss + r.image_ids.numel() * cfg.image_loss,
-                               float(len(r))], device=device)
-        if self.world > 1:
-            dist.all_reduce(counts)
-        normalizer = loss_normalizer(r, cfg, int(counts[1]), int(counts[0]))
+        counts = sum_over_ranks({"rows": len(r), "tokens": int(chain_mask.sum()) * cfg.chain_loss
+                                 + r.image_ids.numel() * cfg.image_loss}, self.device)
+        normalizer = loss_normalizer(r, cfg, int(counts["rows"]), int(counts["tokens"]))
         old = LogProbs(r.chain_logprobs, r.image_logprobs)
         if cfg.num_iterations > 1:
             old = policy_logprobs(self.model, r, cfg, cfg.micro_batch_size, self.tokens)

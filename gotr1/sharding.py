@@ -84,8 +84,9 @@ def shard_policy(model):
 
 def _fresh_hidden(model, batch):
     """:func:`forward_hidden` with outputs that are new tensors, not views of the hidden states: FSDP hooks
-    the root's outputs for the backward, and an in-place op on a view would bypass its hook."""
-    return tuple(t.clone() for t in forward_hidden(model, batch))
+    the root's outputs for the backward, and an in-place op on a view would bypass its hook. Outputs that
+    are already new tensors (the image states are concatenated) are not copied."""
+    return tuple(t if t._base is None else t.clone() for t in forward_hidden(model, batch))
 
 
 @contextmanager
