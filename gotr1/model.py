@@ -250,6 +250,7 @@ _WORDS = (
     "vase cup bowl plate bottle book bag backpack suitcase wallet hat clock lamp rug blanket pillow phone "
     "apple banana pizza cake mirror tree flower flowers plant grass sky clouds sun water ocean beach "
     "mountain road city room kitchen window door wall shelf box ball toy key spoon fork knife candle "
+    "gray circle circles triangle triangles squares one two three four five "
     "follow caption generate image chain thought process picture painting holding sitting standing "
     "playing looking wearing walking running"
 ).split()
@@ -257,11 +258,22 @@ _TEMPLATE_TEXT = "<|User|>: Follow the caption to generate an image through a ch
 
 
 def _corpus():
-    """A fixed, machine-independent training corpus: phrases of the word list and boxed objects."""
+    """A fixed, machine-independent training corpus: phrases of the word list and boxed objects.
+
+    Each word also appears bare and capitalised at the start of a line: a name right after
+    ``<|obj_start|>`` or a chain's first word has no leading space, and without these forms the BPE
+    spells it in pieces ("blue" as 'b','lu','e') that the prompt never uses. Box corners on multiples
+    of 50 appear often enough to become whole tokens.
+    """
     yield _TEMPLATE_TEXT
     for i, (a, b) in enumerate(itertools.islice(itertools.product(_WORDS, repeat=2), 0, None, 7)):
         x, y = (i * 37) % 1000, (i * 91) % 1000
         yield f"a {a} {b}, ({x},{y}),({min(x + 250, 1000)},{min(y + 310, 1000)}) "
+    for word in _WORDS:
+        yield "\n".join([word, word.capitalize()] * 64)
+    corners = range(0, 1001, 50)
+    for i, (x, y) in enumerate(itertools.product(corners, repeat=2)):
+        yield f"({x},{y}),({corners[(i * 7) % len(corners)]},{corners[(i * 13) % len(corners)]})"
     yield " ".join(_WORDS)
 
 
@@ -276,7 +288,7 @@ def _train_tokenizer(with_got_tokens: bool):
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=1000,
+        vocab_size=1536,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
@@ -311,7 +323,7 @@ def random_janus(
 ):
     """A random-weight Janus model of a :func:`janus_config` preset, with the in-process tokenizer.
 
-    The tokenizer is the small BPE trained here (about 1000 tokens); real presets keep their 102400-row
+    The tokenizer is the small BPE trained here (about 1500 tokens); real presets keep their 102400-row
     vocabulary so the weight bytes match Janus-Pro. ``with_got_tokens=False`` leaves the GoT tags out
     (what an untouched Janus-Pro checkpoint looks like). Weights are initialised on ``device``.
 
