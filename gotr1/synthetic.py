@@ -43,7 +43,7 @@ RELATIONS = {
     "above": "top",
     "below": "bottom",
     "on top of": "top",
-    "next to": "left",
+    "next to": "next_to",
 }
 _COMPBENCH_RELATIONS = {
     "on the left of": "on the left of",
@@ -72,30 +72,85 @@ class SyntheticSample:
 # ---------------------------------------------------------------------------------------------
 
 
-def _box_in(rng: random.Random, x_range: tuple[int, int], y_range: tuple[int, int], min_side: int = 180) -> Box:
-    """A random box inside the region, at least ``min_side`` wide and tall (on the 0-1000 scale)."""
-    (x_lo, x_hi), (y_lo, y_hi) = x_range, y_range
-    w = rng.randint(min(min_side, x_hi - x_lo), x_hi - x_lo)
-    h = rng.randint(min(min_side, y_hi - y_lo), y_hi - y_lo)
-    x1 = rng.randint(x_lo, x_hi - w)
-    y1 = rng.randint(y_lo, y_hi - h)
-    return Box(x1, y1, x1 + w, y1 + h)
+@dataclass(frozen=True)
+class Placement:
+    """Where boxes may go: anywhere (corners kept off the edges), or on a grid of whole cells.
 
+    A grid of ``cells`` per side lines boxes up with the image's token grid (``cells = image_size // 16``),
+    so each object covers whole image tokens: a tiny VQ can show its colour, and a tiny policy can learn
+    which tokens a box covers from the box's corners.
+    """
 
-def _pair_boxes(rng: random.Random, side: str) -> tuple[Box, Box]:
-    """Two boxes whose centres satisfy 'first is on ``side`` of second', separated by a margin."""
-    full, first_half, second_half = (40, 960), (40, 470), (530, 960)
-    if side in ("left", "right"):
-        a_x, b_x = (first_half, second_half) if side == "left" else (second_half, first_half)
-        return _box_in(rng, a_x, full), _box_in(rng, b_x, full)
-    a_y, b_y = (first_half, second_half) if side == "top" else (second_half, first_half)
-    return _box_in(rng, full, a_y), _box_in(rng, full, b_y)
+    cells: int | None = None
 
+    def __post_init__(self):
+        if self.cells is not None and not 2 <= self.cells <= 100:
+            raise ValueError(f"grid must be None or in [2, 100], got {self.cells}")
 
-def _row_boxes(rng: random.Random, count: int) -> list[Box]:
-    """``count`` boxes in side-by-side columns (for counts and plain conjunctions)."""
-    step = 920 // count
-    return [_box_in(rng, (40 + i * step, 40 + (i + 1) * step - 20), (40, 960), min_side=min(160, step - 40)) for i in range(count)]
+    @property
+    def full(self) -> tuple[int, int]:
+        return (0, 1000) if self.cells else (40, 960)
+
+    def halves(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The first and second half of the canvas along one axis, with a gap between them when free."""
+        return ((0, 500), (500, 1000)) if self.cells else ((40, 470), (530, 960))
+
+    def box(self, rng: random.Random, x_range: tuple[int, int], y_range: tuple[int, int], min_side: int = 180) -> Box:
+        """A random box inside the region (0-1000 scale), at least ``min_side`` (or one cell) wide and tall."""
+        (x1, x2), (y1, y2) = self._span(rng, x_range, min_side), self._span(rng, y_range, min_side)
+        return Box(x1, y1, x2, y2)
+
+    def _span(self, rng: random.Random, bounds: tuple[int, int], min_side: int) -> tuple[int, int]:
+        lo, hi = bounds
+        if self.cells is None:
+            side = rng.randint(min(min_side, hi - lo), hi - lo)
+            start = rng.randint(lo, hi - side)
+            return start, start + side
+        first, last = -(-lo * self.cells // 1000), hi * self.cells // 1000  # whole cells inside [lo, hi]
+        if last <= first:
+            raise ValueError(f"region {bounds} holds no whole cell of a {self.cells}-cell grid")
+        side = rng.randint(1, last - first)
+        start = rng.randint(first, last - side)
+        return self._corner(start), self._corner(start + side)
+
+    def _corner(self, cell: int) -> int:
+        return round(cell * 1000 / self.cells)
+
+    def pair(self, rng: random.Random, side: str) -> tuple[Box, Box]:
+        """Two boxes whose centres satisfy 'first is on ``side`` of second'."""
+        first_half, second_half = self.halves()
+        if side in ("left", "right"):
+            a_x, b_x = (first_half, second_half) if side == "left" else (second_half, first_half)
+            return self.box(rng, a_x, self.full), self.box(rng, b_x, self.full)
+        a_y, b_y = (first_half, second_half) if side == "top" else (second_half, first_half)
+        a = self.box(rng, self.full, a_y)
+        b = self.box(rng, (a.x1, a.x2), b_y)  # under or over the first, so "on top of" holds too
+        return a, b
+
+    def adjacent(self, rng: random.Random) -> tuple[Box, Box]:
+        """Two boxes side by side on shared rows, the first on the left, touching (grid) or 30 apart (free)."""
+        gap = 0 if self.cells else 30
+        lo, hi = self.full
+        (y1, y2) = self._span(rng, self.full, 180)
+        if self.cells:
+            middle = self._corner(rng.randint(1, self.cells - 1))
+        else:
+            middle = rng.randint(lo + 180 + gap, hi - 180 - gap)
+        (a1, _), (_, b2) = self._span(rng, (lo, middle - gap // 2), 180), self._span(rng, (middle + gap // 2, hi), 180)
+        return Box(a1, y1, middle - gap // 2, y2), Box(middle + gap // 2, y1, b2, y2)
+
+    def row(self, rng: random.Random, count: int) -> list[Box]:
+        """``count`` boxes in side-by-side columns (for counts and plain conjunctions)."""
+        if self.cells is None:
+            step = 920 // count
+            return [self.box(rng, (40 + i * step, 40 + (i + 1) * step - 20), (40, 960), min_side=min(160, step - 40))
+                    for i in range(count)]
+        if count > self.cells:
+            raise ValueError(f"{count} objects do not fit side by side on a {self.cells}-cell grid")
+        widths = [self.cells // count + (i < self.cells % count) for i in range(count)]
+        rng.shuffle(widths)
+        edges = [sum(widths[:i]) for i in range(count + 1)]
+        return [self.box(rng, (self._corner(a), self._corner(b)), self.full) for a, b in zip(edges, edges[1:])]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,27 +162,38 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _spatial_sample(rng: random.Random) -> SyntheticSample:
+# The side each relation's placement puts the first object on when the chain contradicts the prompt.
+_CONTRADICTIONS = {"left": "right", "right": "left", "top": "bottom", "bottom": "top", "next_to": "top"}
+
+
+def _spatial_sample(rng: random.Random, place: Placement, relation_noise: float) -> SyntheticSample:
     (c1, c2), (s1, s2) = rng.sample(sorted(COLORS), 2), (rng.choice(SHAPES), rng.choice(SHAPES))
     relation = rng.choice(sorted(RELATIONS))
     n1, n2 = f"{c1} {s1}", f"{c2} {s2}"
     prompt = f"{_article(c1)} {n1} {relation} {_article(c2)} {n2}"
-    b1, b2 = _pair_boxes(rng, RELATIONS[relation])
+    b1, b2 = _relation_boxes(rng, place, RELATIONS[relation], relation_noise)
     return _sample(prompt, [(n1, b1, c1, s1), (n2, b2, c2, s2)])
 
 
-def _count_sample(rng: random.Random) -> SyntheticSample:
+def _relation_boxes(rng: random.Random, place: Placement, side: str, relation_noise: float) -> tuple[Box, Box]:
+    """Boxes for 'first is on ``side`` of second'; with probability ``relation_noise`` they contradict it."""
+    if relation_noise and rng.random() < relation_noise:
+        side = _CONTRADICTIONS[side]
+    return place.adjacent(rng) if side == "next_to" else place.pair(rng, side)
+
+
+def _count_sample(rng: random.Random, place: Placement, relation_noise: float) -> SyntheticSample:
     count, color, shape = rng.choice(sorted(NUMBERS)), rng.choice(sorted(COLORS)), rng.choice(SHAPES)
     prompt = f"{NUMBERS[count]} {color} {shape}s"
     name = f"{color} {shape}"
-    return _sample(prompt, [(name, box, color, shape) for box in _row_boxes(rng, count)], tag_in_text=False)
+    return _sample(prompt, [(name, box, color, shape) for box in place.row(rng, count)], tag_in_text=False)
 
 
-def _conjunction_sample(rng: random.Random) -> SyntheticSample:
+def _conjunction_sample(rng: random.Random, place: Placement, relation_noise: float) -> SyntheticSample:
     (c1, c2), (s1, s2) = rng.sample(sorted(COLORS), 2), rng.sample(SHAPES, 2)
     n1, n2 = f"{c1} {s1}", f"{c2} {s2}"
     prompt = f"{_article(c1)} {n1} and {_article(c2)} {n2}"
-    b1, b2 = _row_boxes(rng, 2)
+    b1, b2 = place.row(rng, 2)
     return _sample(prompt, [(n1, b1, c1, s1), (n2, b2, c2, s2)])
 
 
@@ -151,7 +217,8 @@ _COMPBENCH_PATTERN = re.compile(
 )
 
 
-def compbench_sample(prompt: str, rng: random.Random) -> SyntheticSample | None:
+def compbench_sample(prompt: str, rng: random.Random, place: Placement = Placement(),
+                     relation_noise: float = 0.0) -> SyntheticSample | None:
     """A sample for a two-object T2I-CompBench prompt ("a red car and a green bench", "a cat on the left of
     a dog"), or None when the prompt is not of that drawable form. Uncoloured nouns get a random colour."""
     match = _COMPBENCH_PATTERN.match(prompt.strip().rstrip(".").lower())
@@ -162,24 +229,39 @@ def compbench_sample(prompt: str, rng: random.Random) -> SyntheticSample | None:
         return None  # an attribute we cannot draw (gold, wooden, ...) would contradict the image
     colors = [adj1 if adj1 in COLORS else rng.choice(sorted(COLORS)), adj2 if adj2 in COLORS else rng.choice(sorted(COLORS))]
     if relation == "and":
-        b1, b2 = _row_boxes(rng, 2)
+        b1, b2 = place.row(rng, 2)
     else:
-        b1, b2 = _pair_boxes(rng, RELATIONS[_COMPBENCH_RELATIONS[relation]])
+        b1, b2 = _relation_boxes(rng, place, RELATIONS[_COMPBENCH_RELATIONS[relation]], relation_noise)
     shapes = [SHAPES[sum(map(ord, noun)) % len(SHAPES)] for noun in (noun1, noun2)]
     return _sample(prompt.strip().rstrip("."), [(n1, b1, colors[0], shapes[0]), (n2, b2, colors[1], shapes[1])])
 
 
-def synthetic_samples(num_samples: int, seed: int = 0, compbench_prompts: list[str] | None = None) -> list[SyntheticSample]:
-    """``num_samples`` samples: spatial, count and conjunction prompts, plus drawable T2I-CompBench prompts if given."""
+def synthetic_samples(num_samples: int, seed: int = 0, compbench_prompts: list[str] | None = None,
+                      grid: int | None = None, relation_noise: float = 0.0) -> list[SyntheticSample]:
+    """``num_samples`` samples: spatial, count and conjunction prompts, plus drawable T2I-CompBench prompts if given.
+
+    Parameters
+    ----------
+    grid : int, optional
+        Put boxes on a grid of this many cells per side (see :class:`Placement`); default anywhere.
+    relation_noise : float
+        Fraction of relation prompts whose chain (and picture) places the objects against the relation,
+        as machine-annotated GoT data sometimes does: a model that imitates the data inherits the
+        mistake, and a reward that checks relations has something to correct.
+    """
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    if not 0.0 <= relation_noise <= 1.0:
+        raise ValueError(f"relation_noise must be in [0, 1], got {relation_noise}")
+    place = Placement(grid)
     rng = random.Random(seed)
     families = [_spatial_sample, _spatial_sample, _count_sample, _conjunction_sample]
     pool = list(compbench_prompts or [])
     out = []
     while len(out) < num_samples:
-        sample = compbench_sample(pool.pop(rng.randrange(len(pool))), rng) if pool and rng.random() < 0.5 else None
-        out.append(sample or rng.choice(families)(rng))
+        prompt = pool.pop(rng.randrange(len(pool))) if pool and rng.random() < 0.5 else None
+        sample = compbench_sample(prompt, rng, place, relation_noise) if prompt else None
+        out.append(sample or rng.choice(families)(rng, place, relation_noise))
     return out
 
 
@@ -213,10 +295,12 @@ def read_compbench_prompts(paths: list[str | Path]) -> list[str]:
 
 
 def write_synthetic_dataset(out_dir: str | Path, num_samples: int, image_size: int = 64, seed: int = 0,
-                            compbench_prompts: list[str] | None = None) -> Path:
+                            compbench_prompts: list[str] | None = None, grid: int | None = None,
+                            relation_noise: float = 0.0) -> Path:
     """Write samples as a GoT JSONL file (``{"prompt", "chain", "image"}``, image paths relative) with PNGs.
 
-    Returns the path of ``data.jsonl`` inside ``out_dir``.
+    ``grid`` and ``relation_noise`` as in :func:`synthetic_samples`. Returns the path of ``data.jsonl``
+    inside ``out_dir``.
     """
     if image_size < 8:
         raise ValueError(f"image_size must be >= 8, got {image_size}")
@@ -224,7 +308,7 @@ def write_synthetic_dataset(out_dir: str | Path, num_samples: int, image_size: i
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     path = out_dir / "data.jsonl"
     with open(path, "w", encoding="utf-8") as f:
-        for i, sample in enumerate(synthetic_samples(num_samples, seed, compbench_prompts)):
+        for i, sample in enumerate(synthetic_samples(num_samples, seed, compbench_prompts, grid, relation_noise)):
             image_name = f"images/{i:06d}.png"
             draw_sample(sample, image_size).save(out_dir / image_name)
             f.write(json.dumps({"prompt": sample.prompt, "chain": sample.chain, "image": image_name}) + "\n")

@@ -9,9 +9,10 @@ import pytest
 
 from gotr1.chain import parse_chain
 from gotr1.data import GoTDataError, GoTDataset
+from gotr1.rewards import LayoutRuleReward
+from gotr1.rewards.rules import read_prompt
 from gotr1.synthetic import (
     COLORS,
-    RELATIONS,
     compbench_sample,
     draw_sample,
     read_compbench_prompts,
@@ -39,14 +40,37 @@ def test_synthetic_generation_is_seeded():
         synthetic_samples(0)
 
 
-def test_spatial_samples_place_boxes_as_the_relation_says():
-    for sample in synthetic_samples(200, seed=0):
-        relation = next((r for r in RELATIONS if f" {r} " in sample.prompt), None)
-        if relation is None or len(sample.objects) != 2:
-            continue
-        (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = (o.box.as_tuple() for o in sample.objects)
-        side = RELATIONS[relation]
-        assert {"left": ax2 < bx1, "right": ax1 > bx2, "top": ay2 < by1, "bottom": ay1 > by2}[side], sample
+@pytest.mark.parametrize("grid", [None, 4])
+def test_samples_place_boxes_as_the_prompt_says(grid):
+    """Every check of the layout rule passes on clean data, free or on a grid, for all prompt families."""
+    samples = synthetic_samples(300, seed=0, grid=grid)
+    scores, _ = LayoutRuleReward(strict=True)([s.prompt for s in samples], [s.chain for s in samples])
+    assert scores.tolist() == [1.0] * len(samples), [s.prompt for s, ok in zip(samples, scores) if ok != 1.0]
+
+
+def test_grid_boxes_cover_whole_cells():
+    for sample in synthetic_samples(100, seed=1, grid=4):
+        for obj in sample.objects:
+            corners = obj.box.as_tuple()
+            assert all(c % 250 == 0 for c in corners) and obj.box.x2 > obj.box.x1 and obj.box.y2 > obj.box.y1, sample
+
+
+def test_relation_noise_breaks_that_share_of_relations_and_nothing_else():
+    def strict_scores(noise):
+        samples = synthetic_samples(600, seed=2, grid=4, relation_noise=noise)
+        scores, _ = LayoutRuleReward(strict=True)([s.prompt for s in samples], [s.chain for s in samples])
+        has_relation = np.array([bool(read_prompt(s.prompt)[1]) for s in samples])
+        return scores, has_relation
+
+    scores, has_relation = strict_scores(1.0)
+    assert has_relation.sum() > 200
+    assert (scores[has_relation] == 0).all() and (scores[~has_relation] == 1).all()
+    scores, has_relation = strict_scores(0.5)
+    assert 0.4 < 1 - scores[has_relation].mean() < 0.6  # about half of the relations are broken
+    with pytest.raises(ValueError, match="relation_noise"):
+        synthetic_samples(2, relation_noise=1.5)
+    with pytest.raises(ValueError, match="grid"):
+        synthetic_samples(2, grid=1)
 
 
 def test_drawn_image_shows_each_colour_inside_its_box():
