@@ -50,6 +50,15 @@ def test_layout_rule_missing_objects_empty_chains_and_prompts_without_objects():
     assert np.isnan(scores[3])  # nothing to check: not applicable
 
 
+def test_strict_layout_rule_gives_credit_only_when_every_check_passes():
+    prompts = ["a lamp above a desk"] * 3 + ["a horse on the right of a man", "!!"]
+    chains = [chain(("lamp", TOP), ("desk", BOTTOM)), chain(("lamp", BOTTOM), ("desk", TOP)), "no boxes",
+              chain(("horse", RIGHT)), "x"]
+    strict, details = LayoutRuleReward(strict=True)(prompts, chains, None, None)
+    assert strict[:4].tolist() == [1.0, 0.0, 0.0, 0.0] and np.isnan(strict[4])
+    assert details["checks"][:2] == [(3, 3), (2, 3)]  # the partial counts are still reported
+
+
 def test_relation_geometry():
     assert relation_holds("left", LEFT, RIGHT) and not relation_holds("left", RIGHT, LEFT)
     assert relation_holds("above", TOP, BOTTOM) and relation_holds("below", BOTTOM, TOP)

@@ -186,9 +186,18 @@ class LayoutRuleReward:
     each relation holds for some pair of matching chain boxes (:func:`relation_holds`). NaN when the
     prompt names nothing; 0 for a chain without objects. Call as ``reward(prompts, chains, images=None,
     judge=None) -> (float32 [N], details)``; ``details["checks"]`` lists (passed, total) per sample.
+
+    Parameters
+    ----------
+    strict : bool
+        Score 1 only when every check passes and 0 otherwise (GenEval-style correctness): a layout that
+        names both objects but breaks the relation then earns nothing rather than two thirds.
     """
 
     __name__ = "layout_rule_reward"  # instances are logged by name, like reward functions
+
+    def __init__(self, strict: bool = False):
+        self.strict = strict
 
     def __call__(self, prompts, chains, images=None, judge=None):
         scores, checks = [], []
@@ -201,7 +210,7 @@ class LayoutRuleReward:
                 continue
             found = sum(any(_matches(p, o) for o in chain.objects) for p in phrases)
             held = sum(self._holds(r, chain) for r in relations)
-            scores.append((found + held) / total)
+            scores.append(float(found + held == total) if self.strict else (found + held) / total)
             checks.append((found + held, total))
         return np.asarray(scores, dtype=np.float32), {"checks": checks}
 
