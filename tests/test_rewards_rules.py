@@ -113,5 +113,10 @@ def test_color_rule_scores_requested_colours_inside_chain_boxes():
     assert scores[0] == 1.0
     assert np.isnan(reward(prompts, chains, None, None)[0]).all()
     assert reward(["a red cube"], ["a red cube"], [good], None)[0][0] == 0.0  # no objects
+    # Two objects with one noun: each chain object answers the phrase whose colour it names.
+    same_noun = ["an orange circle next to a purple circle"] * 2
+    named = [chain(("orange circle", LEFT), ("purple circle", RIGHT)), chain(("orange circle", LEFT), ("purple circle", RIGHT))]
+    scores, _ = reward(same_noun, named, [paint([(LEFT, "orange"), (RIGHT, "purple")]), paint([(LEFT, "purple"), (RIGHT, "orange")])], None)
+    assert scores.tolist() == [1.0, 0.0]
     with pytest.raises(ValueError, match="target_share"):
         ColorRuleReward(target_share=0)

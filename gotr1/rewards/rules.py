@@ -222,6 +222,17 @@ class LayoutRuleReward:
         return any(relation_holds(relation.kind, boxes[i], boxes[j]) for i in subjects for j in objects if i != j)
 
 
+def _requested_colors(phrases: list[Phrase], obj: ChainObject) -> tuple[str, ...]:
+    """The colours the prompt asks for the chain object: those of the prompt phrase it names.
+
+    Always the prompt's colours, never the chain's own words, so a chain that renames its objects after the
+    background colour cannot score. When several phrases share the object's noun ("an orange circle next to
+    a purple circle"), the phrase whose colours the object's name carries is the one it answers.
+    """
+    candidates = [p for p in phrases if p.colors and p.head in _stem_words(obj.name)]
+    return next((p.colors for p in candidates if _matches(p, obj)), candidates[0].colors if candidates else ())
+
+
 class ColorRuleReward:
     """Image-stage rule reward: requested colours found inside each chain box of the decoded image.
 
@@ -269,9 +280,7 @@ class ColorRuleReward:
         names = list(PALETTE)
         shares = []
         for obj in chain.objects:
-            # The colour the prompt asks for, never the chain's own words: a chain that renames its
-            # objects after the background colour must not score.
-            colors = next((p.colors for p in phrases if p.colors and p.head in _stem_words(obj.name)), ())
+            colors = _requested_colors(phrases, obj)
             if not colors:
                 continue
             x1, y1, x2, y2 = obj.box.to_pixels(width, height)
