@@ -63,7 +63,7 @@ def _cmd_layout(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gotr1.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress, threads=args.threads)
     return 0
 
 
@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a few steps per stage (a smoke test, not a result)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument("--threads", type=int, default=None,
+                      help="torch CPU threads (default: the cores not busy with other processes); fix it to "
+                           "reproduce a run bit for bit")
     demo.set_defaults(run=_cmd_demo)
 
     from gotr1.config import GRPOConfig, SFTConfig

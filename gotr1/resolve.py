@@ -1,6 +1,7 @@
 """Turning command-line and config names into objects: policies, judges, prompt lists.
 
-A policy name is ``tiny`` (random weights), a hub id or a folder in Hugging Face format, a checkpoint
+A policy name is ``tiny`` (random weights), ``demo`` (the demo's starting policy: tiny at 64 px with the
+shipped VQ tokenizer), a hub id or a folder in Hugging Face format, a checkpoint
 folder written by a gotr1 trainer (``step-NNNNNNN``, its ``model`` inside) or a run folder holding
 ``latest``. A LoRA checkpoint is loaded onto its base model and merged, so what comes back is always a
 plain ``JanusForConditionalGeneration`` that a next stage can wrap in fresh adapters.
@@ -27,8 +28,13 @@ def _model_folder(path: Path) -> Path:
 
 def load_any_policy(name: str, dtype=None, device=None):
     """``(model, processor)`` of a policy name (see the module docstring)."""
-    if name == "tiny":
-        model, processor = tiny_janus()
+    if name in ("tiny", "demo"):
+        if name == "demo":
+            from gotr1.demo import demo_policy
+
+            model, processor = demo_policy()
+        else:
+            model, processor = tiny_janus()
         return model.to(device or "cpu"), processor
     path = Path(name)
     if not path.exists():

@@ -56,15 +56,31 @@ from gotr1.config_io import dump_config, field_docs, load_config
 
 
 def test_quick_demo_runs_every_stage_and_writes_its_files(tmp_path, capsys):
-    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress", "--threads", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "| reward | after SFT (before GRPO) | after GRPO | change |" in printed
-    for name in ("layout", "color", "total"):
-        assert f"| {name} |" in printed
-    assert Image.open(tmp_path / "reward_curve.png").size[0] > 0 and Image.open(tmp_path / "samples.png").size[0] > 0
+    assert "| reward | before SFT | after SFT | after GRPO | GRPO gain |" in printed
+    for name in ("layout", "color", "total", "exact copy", "color, shuffled images (control)", "chains cut by the cap"):
+        assert f"| {name}" in printed, name
+    for png in ("reward_curve.png", "samples.png", "vq_recon.png"):
+        assert Image.open(tmp_path / png).size[0] > 0, png
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["before"]) == set(summary["after"]) == {"layout", "color", "total"}
+    assert set(summary["stages"]) == {"before SFT", "after SFT", "after GRPO"}
+    for stage in summary["stages"].values():
+        assert set(stage) == {"layout", "color", "total"} and all(set(v) == {"mean", "se"} for v in stage.values())
+    assert set(summary["grpo_gain"]) == {"layout", "color", "total"} and 0 <= summary["sft_exact"] <= 1
+    assert summary["threads"] == 1 and {"mse", "color_reconstructed"} <= set(summary["vq"])
     assert (tmp_path / "sft" / "latest").is_file() and (tmp_path / "grpo" / "latest").is_file()
+
+
+def test_quick_demo_is_reproducible_for_a_seed(tmp_path):
+    """Same seed, same thread count: the same summary, bit for bit (timings aside)."""
+    runs = []
+    for name in ("a", "b"):
+        assert main(["demo", "--quick", "--out", str(tmp_path / name), "--no-progress", "--threads", "1", "--seed", "3"]) == 0
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        summary.pop("seconds")
+        runs.append(summary)
+    assert runs[0] == runs[1]
 
 
 @pytest.fixture(scope="module")

@@ -122,7 +122,8 @@ def test_non_finite_steps_are_skipped_counted_and_abort_after_the_limit(tmp_path
 
     trainer = GRPOTrainer(*tiny_janus(seed=3), length_reward, _config(tmp_path / "bad", max_steps=5, max_bad_steps=2), PROMPTS)
     with torch.no_grad():
-        next(p for p in trainer.model.parameters() if p.requires_grad).fill_(float("nan"))
+        # a LoRA matrix every forward uses (the GoT tag rows only matter when a tag is sampled)
+        next(p for n, p in trainer.model.named_parameters() if p.requires_grad and "lora_A" in n).fill_(float("nan"))
     with pytest.raises(RuntimeError, match="max_bad_steps=2"):
         trainer.train()
     assert trainer.skipped_steps == 2
@@ -200,21 +201,23 @@ def test_fsdp_without_a_process_group_is_rejected(tmp_path):
 
 
 @pytest.mark.slow
-def test_grpo_raises_the_held_out_reward_of_an_sft_model(tmp_path):
-    """The demo's pipeline (VQ warm-up, SFT, GRPO with the rule rewards), run as `gotr1 demo` in a process of
-    its own without the Triton interpreter (as users run it): GRPO must raise the held-out total reward
-    (seeds 0, 1, 2 gained +0.016, +0.048, +0.012 when this was written; asserted: +0.005)."""
-    import json
-    import os
-    import subprocess
-    import sys
-
+def test_the_demo_learns_in_both_stages(tmp_path):
+    """`gotr1 demo` as users run it (its own process, no Triton interpreter), seed 0: SFT makes the chains copy
+    the prompts and the images beat the shuffled control; GRPO then raises the held-out total by >= 0.10 and
+    >= 5 standard errors, and layout and colour each by >= 3 standard errors (the demo's goals)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-m", "gotr1.cli", "demo", "--out", str(tmp_path), "--no-progress"],
                           capture_output=True, text=True, timeout=1800, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "summary.json").read_text())
-    assert result["after"]["total"] > result["before"]["total"] + 0.005, result
+    after_sft = result["stages"]["after SFT"]
+    assert result["sft_exact"] >= 0.6 and result["chains_cut_by_cap"]["after SFT"] == 0, result
+    assert after_sft["color"]["mean"] > result["color_shuffled_control"]["after SFT"] + 0.05, result
+    assert result["vq"]["color_reconstructed"] >= 0.8, result["vq"]
+    gain = result["grpo_gain"]
+    assert gain["total"]["mean"] >= 0.10 and gain["total"]["mean"] >= 5 * gain["total"]["se"], gain
+    for name in ("layout", "color"):
+        assert gain[name]["mean"] >= 3 * gain[name]["se"], (name, gain)
 
 
 @pytest.mark.parametrize("backend", ["tiny_judge", "dead_server"])
