@@ -14,6 +14,7 @@ import json
 import os
 import random
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,19 @@ def _write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def _quiet_transformers_bars():
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, scheduler, state: dict,
                     keep_last: int | None = None, processor=None, model_state: dict | None = None,
                     optimizer_state: dict | None = None) -> Path:
@@ -72,7 +86,8 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
     tmp = output_dir / f".tmp-step-{step:07d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    model.save_pretrained(tmp / "model", safe_serialization=True, state_dict=model_state)
+    with _quiet_transformers_bars():  # one bar per save for one shard floods a training log
+        model.save_pretrained(tmp / "model", safe_serialization=True, state_dict=model_state)
     if processor is not None:
         processor.save_pretrained(tmp / "model")
     torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state, tmp / "optimizer.pt")
