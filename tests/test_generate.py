@@ -221,7 +221,11 @@ def test_decode_images_matches_the_vq_decoder(policy):
     assert pixels.shape == (3, 64, 64, 3) and pixels.dtype == torch.uint8
     with torch.no_grad():
         expected = ((model.decode_image_tokens(ids) + 1) * 127.5).clamp(0, 255).to(torch.uint8)
-    assert torch.equal(pixels, expected)
+    # Decoding in chunks of 2 changes the convolutions' batch shape, so a float landing near a uint8 step
+    # may truncate to its neighbour on some machines: one step, on a handful of pixels. A real bug (another
+    # image, a wrong scale or offset) moves most pixels by far more.
+    difference = (pixels.int() - expected.int()).abs()
+    assert int(difference.max()) <= 1 and float((difference > 0).float().mean()) < 0.01
     with pytest.raises(ValueError, match="image_ids"):
         decode_images(model, ids[:, :15])
     with pytest.raises(ValueError, match="image_ids"):
