@@ -82,7 +82,11 @@ SCORE_REPLIES = [
     ('[{"score": 4}]', 0.4),
     ('{"score": 80}', 0.8),  # a 0-100 answer is detected
     ('{"score": 100}', 1.0),
-    ('{"score": 250}', 1.0),  # out of range: clamped
+    ('{"score": 250}', None),  # out of range on any scale: no score
+    ('{"score": 1e309}', None),  # read whole: infinite, no score
+    ("Score: 1e308", None),  # read whole, not as 1
+    ("Score: 7.5e0 / 10", 0.75),
+    ("Score: 8.", 0.8),
     ('{"score": -3}', 0.0),
     ("Score: 8/10", 0.8),
     ("Final rating - 4 out of 10.", 0.4),
@@ -119,7 +123,7 @@ def test_normalize_score_rule():
     assert normalize_score(5) == 0.5
     assert normalize_score(10) == 1.0
     assert normalize_score(10.5) == pytest.approx(0.105)  # above the rubric: read on 0-100
-    assert normalize_score(100) == 1.0 and normalize_score(101) == 1.0
+    assert normalize_score(100) == 1.0 and normalize_score(101) is None
     assert normalize_score(-1) == 0.0
     assert normalize_score(3, denominator=5) == pytest.approx(0.6)
     assert normalize_score(30, scale=100) == pytest.approx(0.3)

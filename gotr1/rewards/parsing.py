@@ -10,7 +10,8 @@ Score rule (``normalize_score``), for a rubric whose top is ``scale`` (10 for Go
 - a bare value ``v`` in ``[0, scale]`` is read on the rubric: ``v / scale``;
 - ``scale < v <= 100`` is read as a 0-100 answer: ``v / 100`` (judges sometimes switch scales; a value
   just above the rubric's top is much rarer than a percentage-style answer);
-- anything else is clamped into [0, 1]: negative values give 0, values above 100 give 1.
+- negative values give 0; values above 100, infinite or not a number are no score at all (None): a reply
+  such as ``{"score": 1e308}`` is malformed and must not become a full mark.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import re
 
 _FENCE = re.compile(r"```[ \t]*[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.S)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
-_NUM = r"[-+]?\d+(?:\.\d+)?"
+# A number read whole, exponent included ("1e309" must not read as 1), and never the head of a longer one.
+_NUM = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?!\.?\d)"
 _FRACTION = re.compile(rf"^\s*({_NUM})\s*(?:/|out of)\s*({_NUM})\s*$", re.I)
 _PERCENT = re.compile(rf"^\s*({_NUM})\s*%\s*$")
 _PLAIN = re.compile(rf"^\s*({_NUM})\s*$")
@@ -110,7 +112,7 @@ def extract_json(text: str | None):
 
 
 def normalize_score(value: float, scale: float = 10.0, denominator: float | None = None) -> float | None:
-    """A judge's number mapped to [0, 1] by the module's score rule; None if not finite."""
+    """A judge's number mapped to [0, 1] by the module's score rule; None if not finite or above 100."""
     if not math.isfinite(value):
         return None
     if denominator is not None:
@@ -121,7 +123,7 @@ def normalize_score(value: float, scale: float = 10.0, denominator: float | None
         return max(value / scale, 0.0)
     if value <= 100.0:
         return value / 100.0
-    return 1.0
+    return None
 
 
 def _score_from_value(value, scale: float) -> float | None:
