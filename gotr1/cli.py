@@ -41,6 +41,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _canvas_size(text: str) -> int:
+    from gotr1.layout import MAX_CANVAS_SIZE
+
+    value = _positive_int(text)
+    if value > MAX_CANVAS_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CANVAS_SIZE} pixels, got {value}")
+    return value
+
+
+def _prompt_text(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty prompt would make an unconditional sample; give the caption")
+    return text
+
+
 def _cmd_layout(args: argparse.Namespace) -> int:
     from gotr1.chain import parse_chain
     from gotr1.layout import render_layout, to_pil
@@ -179,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     layout.add_argument("chain", nargs="?", metavar="CHAIN_TEXT_OR_FILE",
                         help="the chain text, or a file holding it (default: the example chain shipped with gotr1)")
     layout.add_argument("--out", required=True, help="PNG file to write")
-    layout.add_argument("--size", type=_positive_int, default=384, help="canvas side in pixels (default: 384)")
+    layout.add_argument("--size", type=_canvas_size, default=384, help="canvas side in pixels (default: 384)")
     layout.add_argument("--line-width", type=_positive_int, default=3, help="box outline width in pixels (default: 3)")
     layout.add_argument("--no-labels", action="store_true", help="draw the boxes without object names")
     layout.set_defaults(run=_cmd_layout)
@@ -210,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="write chains, layout canvases and images for prompts",
                          description="Generate GoT chains and images; per sample: .chain.txt, .layout.png, .png.")
     gen.add_argument("--model", required=True, help="policy: checkpoint folder, run folder, hub id or 'tiny'")
-    gen.add_argument("--prompt", required=True, action="append", help="a prompt (repeat for several)")
+    gen.add_argument("--prompt", required=True, action="append", type=_prompt_text, help="a prompt (repeat for several)")
     gen.add_argument("--num", type=_positive_int, default=1, help="samples per prompt (default: 1)")
     gen.add_argument("--out", required=True, help="output folder")
     _add_sampling_options(gen)

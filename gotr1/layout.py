@@ -28,6 +28,8 @@ from gotr1 import _canvas
 from gotr1.chain import Chain, ChainObject
 
 # Distinct, saturated colours that stay readable on white; object k gets PALETTE[k % len(PALETTE)].
+# A larger canvas is a typo, not a layout: 8192 px per side is already 200 MB per image.
+MAX_CANVAS_SIZE = 8192
 PALETTE = np.array(
     [
         (220, 20, 60),  # crimson
@@ -182,8 +184,8 @@ def render_layouts(
     """
     if isinstance(chains, (Chain, str)) or not isinstance(chains, Sequence):
         raise TypeError(f"chains must be a list of Chain (use render_layout for one), got {type(chains).__name__}")
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size must be a positive int number of pixels, got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= MAX_CANVAS_SIZE:
+        raise ValueError(f"size must be an int number of pixels in [1, {MAX_CANVAS_SIZE}], got {size!r}")
     size = int(size)
     objects = [_objects(chain, f"chains[{i}]") for i, chain in enumerate(chains)]
     counts = [len(objs) for objs in objects]

@@ -26,6 +26,11 @@ def _model_folder(path: Path) -> Path:
     return path
 
 
+def _looks_like_a_path(name: str) -> bool:
+    """A name no hub id can be: absolute, relative to '.' or '~', or with more than one '/'."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
 def load_any_policy(name: str, dtype=None, device=None):
     """``(model, processor)`` of a policy name (see the module docstring)."""
     if name in ("tiny", "demo"):
@@ -38,6 +43,8 @@ def load_any_policy(name: str, dtype=None, device=None):
         return model.to(device or "cpu"), processor
     path = Path(name)
     if not path.exists():
+        if _looks_like_a_path(name):
+            raise FileNotFoundError(f"model: {name} does not exist (a local folder; hub ids look like 'org/name')")
         return load_policy(name, dtype=dtype, device=device)
     folder = _model_folder(path)
     adapter = folder / "adapter_config.json"

@@ -160,3 +160,24 @@ def test_shipped_configs_load():
         assert config.max_steps >= 1, path
     full = load_config(GRPOConfig, configs[0].with_name("grpo_janus_pro_7b_full.yaml"))
     assert full.fsdp and not full.use_lora and full.beta > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs refused before any work (faults users hit)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_oversized_canvas_empty_prompt_and_missing_model_folder_are_refused(tmp_path, capsys):
+    from gotr1.layout import MAX_CANVAS_SIZE
+
+    with pytest.raises(SystemExit):
+        main(["layout", "--out", str(tmp_path / "x.png"), "--size", "100000"])
+    assert f"must be at most {MAX_CANVAS_SIZE} pixels, got 100000" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"size must be an int number of pixels in \[1, 8192\], got 100000"):
+        render_layout(parse_chain(example_chain()), size=100_000)
+    with pytest.raises(SystemExit):
+        main(["generate", "--model", "tiny", "--prompt", "  ", "--out", str(tmp_path)])
+    assert "an empty prompt would make an unconditional sample" in capsys.readouterr().err
+    missing = tmp_path / "no" / "such" / "model"
+    assert main(["generate", "--model", str(missing), "--prompt", "a cat", "--out", str(tmp_path)]) == 2
+    assert f"model: {missing} does not exist" in capsys.readouterr().err
