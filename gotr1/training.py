@@ -19,8 +19,13 @@ def prepare_policy(model, processor, config):
     """The trainable policy of a :class:`~gotr1.config.TrainingConfig`: LoRA-wrapped or fully trainable
     language model (the VQ model, vision tower and image heads frozen either way), in train mode."""
     if config.use_lora:
-        model = apply_lora(model, processor, config.lora_rank, config.lora_alpha, config.lora_dropout,
-                           config.lora_target_modules)
+        # The adapters' random initialisation comes from config.seed alone, not from whatever the process
+        # drew before (two runs of one config would otherwise start from different adapters).
+        cuda = sorted({p.device for p in model.parameters() if p.device.type == "cuda"}, key=str)
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(config.seed)
+            model = apply_lora(model, processor, config.lora_rank, config.lora_alpha, config.lora_dropout,
+                               config.lora_target_modules)
     else:
         model.requires_grad_(False)
         janus = janus_parts(model)

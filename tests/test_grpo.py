@@ -244,3 +244,48 @@ def test_several_updates_per_rollout_move_the_ratio_and_keep_one_schedule_step(t
     log = trainer.train()
     assert trainer.scheduler.last_epoch == 2  # one schedule step per GRPO step, not per update
     assert abs(log[0]["ratio_mean"] - 1.0) > 1e-4  # the last update saw a policy that had already moved
+
+
+def test_lora_adapters_start_from_the_config_seed_whatever_was_drawn_before(tmp_path):
+    adapters = []
+    for drawn in (1, 2):
+        model, processor = tiny_janus(seed=0)
+        torch.manual_seed(drawn)  # another process, another history of random draws
+        trainer = GRPOTrainer(model, processor, length_reward, _config(tmp_path / str(drawn), seed=7), PROMPTS)
+        adapters.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n})
+    assert adapters[0] and adapters[0].keys() == adapters[1].keys()
+    assert all(torch.equal(adapters[0][n], adapters[1][n]) for n in adapters[0])
+
+
+_TWO_STEPS = """
+import json, sys
+import numpy as np
+from gotr1.config import GRPOConfig
+from gotr1.grpo import GRPOTrainer
+from gotr1.model import load_policy
+def length(prompts, chains, images, judge=None):
+    return np.array([(len(c.text) % 13) / 12 for c in chains], dtype=np.float32), {}
+folder, out, use_lora = sys.argv[1], sys.argv[2], sys.argv[3] == "lora"
+config = GRPOConfig(output_dir=out, prompts_per_step=2, group_size=3, max_chain_tokens=12, max_steps=2, micro_batch_size=6,
+                    lr=5e-3, lora_rank=4, use_lora=use_lora, progress=False, sample_every=0, seed=11)
+prompts = ["a red square on the left of a blue circle", "two green triangles", "a yellow circle above a black square"]
+log = GRPOTrainer(*load_policy(folder), {"length": length}, config, prompts).train()
+print(json.dumps([{k: v for k, v in m.items() if not k.startswith(("seconds", "tokens_per_s"))} for m in log]))
+"""
+
+
+@pytest.mark.parametrize("use_lora", ["lora", "full"])
+def test_two_processes_of_one_config_log_identical_metrics(tmp_path, use_lora):
+    """A policy loaded from a folder, trained twice in fresh processes: the same metrics, bit for bit."""
+    model, processor = tiny_janus(seed=2)
+    model.save_pretrained(tmp_path / "policy")
+    processor.save_pretrained(tmp_path / "policy")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    logs = []
+    for run in ("a", "b"):
+        done = subprocess.run([sys.executable, "-c", _TWO_STEPS, str(tmp_path / "policy"), str(tmp_path / run), use_lora],
+                              capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        logs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert len(logs[0]) == 2 and logs[0] == logs[1]
+    assert all(row["grad_norm"] > 0 for row in logs[0])
