@@ -16,9 +16,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from gotr1.generate import rollout
+from gotr1.progress import progress_bar
 
 COLUMNS = {"color": "Color", "shape": "Shape", "texture": "Texture", "spatial": "2D-Spatial",
            "non_spatial": "Non-Spatial", "complex": "Complex"}
@@ -27,7 +27,7 @@ COLUMNS = {"color": "Color", "shape": "Shape", "texture": "Texture", "spatial": 
 def generate_batched(model, processor, prompts: list[str], *, num_samples: int = 1, batch_size: int = 8,
                      seed: int = 0, desc: str = "generate", progress: bool = True, **sampling):
     """Rollouts for ``prompts`` in batches of ``batch_size`` prompts; yields ``(prompts, Rollout)``."""
-    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, dynamic_ncols=True):
+    for start in progress_bar(range(0, len(prompts), batch_size), desc=desc, enabled=progress):
         chunk = prompts[start : start + batch_size]
         yield chunk, rollout(model, processor, chunk, num_samples, seed=seed + start, **sampling)
 

@@ -35,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from gotr1.checkpoint import load_training_state, read_trainer_state, resolve_checkpoint, save_checkpoint
 from gotr1.config import GRPOConfig
@@ -45,6 +44,7 @@ from gotr1.grpo_loss_step import LogProbs, loss_and_backward, loss_normalizer, p
 from gotr1.grpo_rewards import as_policy_reward, nan_stat
 from gotr1.kernels.grpo_loss import group_advantages
 from gotr1.model import got_token_ids
+from gotr1.progress import progress_bar
 from gotr1.sample_grid import save_sample_grid
 from gotr1.sharding import (
     full_model_state,
@@ -278,8 +278,7 @@ class GRPOTrainer:
         """Run until ``config.max_steps`` (or ``max_steps`` more steps); returns rank 0's logged metrics."""
         cfg = self.config
         end = cfg.max_steps if max_steps is None else min(cfg.max_steps, self.step + max_steps)
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="grpo", dynamic_ncols=True,
-                   disable=not cfg.progress or self.rank != 0)
+        bar = progress_bar(total=cfg.max_steps, initial=self.step, desc="grpo", enabled=cfg.progress and self.rank == 0)
         history = []
         try:
             while self.step < end:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from gotr1.checkpoint import load_training_state, resolve_checkpoint, save_checkpoint
 from gotr1.config import SFTConfig
@@ -29,6 +28,7 @@ from gotr1.data import GoTDataset
 from gotr1.generate import encode_prompt
 from gotr1.image_tokens import ImageTokenCache
 from gotr1.model import got_token_ids, janus_parts
+from gotr1.progress import progress_bar
 from gotr1.teacher_forcing import TokenBatch, chain_token_mask, pad_sequences, teacher_forced_hidden, unconditional
 from gotr1.training import EpochSampler, MetricsLog, build_optimizer, load_model_weights, prepare_policy
 
@@ -153,7 +153,7 @@ class SFTTrainer:
         if self.dataset.skipped:
             print(f"{self.dataset.path}: skipped {len(self.dataset.skipped)} invalid rows "
                   f"(first: line {self.dataset.skipped[0][0]}: {self.dataset.skipped[0][1]})")
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="sft", disable=not cfg.progress, dynamic_ncols=True)
+        bar = progress_bar(total=cfg.max_steps, initial=self.step, desc="sft", enabled=cfg.progress)
         while self.step < end:
             metrics = self.train_step()
             if self.step % cfg.log_every == 0 or self.step == end:

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from gotr1.image_tokens import image_to_pixels
 from gotr1.model import janus_parts
+from gotr1.progress import progress_bar
 
 DEMO_VQ = Path(__file__).parent / "assets" / "demo_vq.safetensors"
 
@@ -97,7 +97,7 @@ def _train(model, images, steps, batch_size, lr, seed, progress, reinitialize) -
         codes = vq.quantize.embedding.weight
         codes.copy_(z[torch.as_tensor(rng.integers(0, len(z), codes.shape[0]))] + 0.01 * torch.randn_like(codes))
     losses = []
-    bar = tqdm(range(steps), desc="vq", disable=not progress, dynamic_ncols=True, mininterval=2.0)
+    bar = progress_bar(range(steps), desc="vq", enabled=progress)
     for _ in bar:
         batch = pixels[torch.as_tensor(rng.integers(0, len(pixels), batch_size))]
         quant, commit = _quantize(vq, vq.quant_conv(vq.encoder(batch)))
