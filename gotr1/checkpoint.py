@@ -5,11 +5,14 @@ safetensors; only the adapter for a LoRA model), ``optimizer.pt``, ``scheduler.p
 numpy, torch and CUDA generator states) and ``state.json`` (step, data position, anything the trainer
 needs to continue). It is written into a temporary folder and renamed into place, and ``latest`` is
 replaced atomically afterwards, so a run killed at any moment leaves either the previous checkpoint or the
-new one, never a half-written folder that resuming would trust.
+new one, never a half-written folder that resuming would trust. ``checksums.json`` records the SHA-256 of every
+file, and :func:`verify_checkpoint` checks them before a resume trusts the folder: a file damaged on disk
+is refused by name, with the newest intact checkpoint of the run offered instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -21,6 +24,11 @@ import numpy as np
 import torch
 
 LATEST = "latest"
+CHECKSUMS = "checksums.json"
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file is missing, damaged or unreadable; the message names it."""
 
 
 def rng_state() -> dict:
@@ -94,14 +102,100 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(rng_state(), tmp / "rng.pt")
     _write_text_atomic(tmp / "state.json", json.dumps({**state, "step": step}, indent=1))
+    _write_text_atomic(tmp / CHECKSUMS, json.dumps(_checksums(tmp), indent=1, sort_keys=True))
     if final.exists():  # a previous run died after renaming but before updating `latest`
         shutil.rmtree(final)
     os.replace(tmp, final)
     _write_text_atomic(output_dir / LATEST, final.name)
-    if keep_last is not None:
-        for old in sorted(output_dir.glob("step-*"))[:-keep_last]:
+    if keep_last is not None:  # the newest by step number; the one just written is never among those removed
+        older = [p for p in sorted(output_dir.glob("step-*"), key=_step_of) if _step_of(p) < step]
+        for old in older[: max(0, len(older) - (keep_last - 1))]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _step_of(folder: Path) -> int:
+    try:
+        return int(folder.name.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def resume_checkpoint(resume_from: str | Path, output_dir: str | Path) -> Path:
+    """The checkpoint a run resumes from, refused before any weights load when it cannot be trusted.
+
+    Resolves a run folder to its ``latest``, refuses an older checkpoint in a folder with newer ones
+    (:func:`check_resume_target`) and checks every file (:func:`verify_checkpoint`).
+    """
+    checkpoint = resolve_checkpoint(resume_from)
+    check_resume_target(checkpoint, output_dir)
+    verify_checkpoint(checkpoint)
+    return checkpoint
+
+
+def check_resume_target(checkpoint: str | Path, output_dir: str | Path) -> None:
+    """Refuse to resume an older checkpoint into a run folder that holds newer ones.
+
+    Training on from step 4 in the folder that holds steps 6-10 would overwrite step 6 and prune the rest,
+    and ``latest`` would no longer describe the run. Resume into another ``output_dir`` to branch.
+    """
+    checkpoint, output_dir = Path(checkpoint), Path(output_dir)
+    if checkpoint.parent.resolve() != output_dir.resolve():
+        return
+    newer = [p.name for p in sorted(output_dir.glob("step-*"), key=_step_of) if _step_of(p) > _step_of(checkpoint)]
+    if newer:
+        raise ValueError(f"resume_from={str(checkpoint)!r} is older than {', '.join(newer)} in output_dir={str(output_dir)!r}; "
+                         "resuming there would overwrite them. Resume from the run folder (its latest checkpoint), or "
+                         "set output_dir to a new folder to branch from this step")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): _sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != CHECKSUMS and not p.name.endswith(".tmp")}
+
+
+def verify_checkpoint(checkpoint: str | Path) -> None:
+    """Check every file of a checkpoint against ``checksums.json`` (older checkpoints without it: skipped).
+
+    Raises
+    ------
+    CorruptCheckpointError
+        Naming the first missing or damaged file, and the newest intact checkpoint beside it if any.
+    """
+    checkpoint = Path(checkpoint)
+    listed = checkpoint / CHECKSUMS
+    if not listed.is_file():
+        return
+    try:
+        expected = json.loads(listed.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise CorruptCheckpointError(f"{listed}: unreadable ({err}){_fallback_hint(checkpoint)}") from None
+    for name, digest in expected.items():
+        path = checkpoint / name
+        if not path.is_file():
+            raise CorruptCheckpointError(f"{path}: missing from the checkpoint{_fallback_hint(checkpoint)}")
+        if _sha256(path) != digest:
+            raise CorruptCheckpointError(f"{path}: damaged (its SHA-256 differs from {CHECKSUMS}){_fallback_hint(checkpoint)}")
+
+
+def _fallback_hint(checkpoint: Path) -> str:
+    """'; resume from X instead' for the newest older checkpoint of the run that verifies, or ''."""
+    older = [p for p in sorted(checkpoint.parent.glob("step-*"), key=_step_of, reverse=True) if _step_of(p) < _step_of(checkpoint)]
+    for candidate in older:
+        try:
+            verify_checkpoint(candidate)
+        except CorruptCheckpointError:
+            continue
+        return f"; the newest intact checkpoint is {candidate} (resume from it into a new output_dir)"
+    return ""
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -115,8 +209,22 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def read_trainer_state(checkpoint: str | Path) -> dict:
-    """The trainer's ``state.json`` of a checkpoint folder."""
-    return json.loads((Path(checkpoint) / "state.json").read_text(encoding="utf-8"))
+    """The trainer's ``state.json`` of a checkpoint folder (an unreadable one is named)."""
+    path = Path(checkpoint) / "state.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CorruptCheckpointError(f"{path}: unreadable ({err})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CorruptCheckpointError(f"{path}: not a trainer state with an integer 'step'")
+    return state
+
+
+def _load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated, empty or foreign files fail in many ways; name the file
+        raise CorruptCheckpointError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
 
 
 def load_training_state(checkpoint: str | Path, optimizer, scheduler, load_optimizer_state=None) -> dict:
@@ -126,8 +234,8 @@ def load_training_state(checkpoint: str | Path, optimizer, scheduler, load_optim
     ``load_optimizer_state(state)`` replaces ``optimizer.load_state_dict`` (a sharded run's loader).
     """
     checkpoint = Path(checkpoint)
-    saved = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=False)
-    (load_optimizer_state or optimizer.load_state_dict)(saved)
-    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=False))
-    set_rng_state(torch.load(checkpoint / "rng.pt", weights_only=False))
-    return read_trainer_state(checkpoint)
+    state = read_trainer_state(checkpoint)
+    (load_optimizer_state or optimizer.load_state_dict)(_load(checkpoint / "optimizer.pt"))
+    scheduler.load_state_dict(_load(checkpoint / "scheduler.pt"))
+    set_rng_state(_load(checkpoint / "rng.pt"))
+    return state

@@ -89,6 +89,10 @@ def _train_config(args, cls):
     if args.resume:
         overrides["resume_from"] = args.resume
     config = load_config(cls, args.config, overrides)
+    if config.resume_from:  # before the model loads: a bad checkpoint should cost seconds, not a model load
+        from gotr1.checkpoint import resume_checkpoint
+
+        resume_checkpoint(config.resume_from, config.output_dir)
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(config.output_dir) / "config.yaml").write_text(dump_config(config), encoding="utf-8")
     return config

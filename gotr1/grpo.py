@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from gotr1.checkpoint import load_training_state, read_trainer_state, resolve_checkpoint, save_checkpoint
+from gotr1.checkpoint import load_training_state, read_trainer_state, resume_checkpoint, save_checkpoint
 from gotr1.config import GRPOConfig
 from gotr1.distributed import gather_rows, rank_and_world, sum_over_ranks
 from gotr1.generate import rollout
@@ -99,7 +99,7 @@ class GRPOTrainer:
                 self.ref_model = shard_policy(self.ref_model)
         self.model = prepare_policy(model, processor, config)
         self.device = next(self.model.parameters()).device
-        checkpoint = resolve_checkpoint(config.resume_from) if config.resume_from else None
+        checkpoint = resume_checkpoint(config.resume_from, self.output_dir) if config.resume_from else None
         if checkpoint is not None:
             saved_fsdp = read_trainer_state(checkpoint).get("fsdp", False)
             if saved_fsdp != config.fsdp:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -92,4 +93,18 @@ class ImageTokenCache:
                 tmp = entries[i].with_name(f"{entries[i].stem}.{os.getpid()}.tmp.npy")
                 np.save(tmp, tokens)
                 os.replace(tmp, entries[i])  # concurrent writers of one entry write the same tokens
-        return torch.from_numpy(np.stack([np.load(entry) for entry in entries]))
+        return torch.from_numpy(np.stack([self._load(entry, path) for entry, path in zip(entries, paths)]))
+
+    def _load(self, entry: Path, path: Path) -> np.ndarray:
+        """A cache entry; a damaged one (a killed writer, a bad disk) is encoded again, with a warning."""
+        try:
+            tokens = np.load(entry)
+            if tokens.shape == (self.janus.config.vision_config.num_image_tokens,) and tokens.dtype == np.int64:
+                return tokens
+            problem = f"shape {tokens.shape}, dtype {tokens.dtype}"
+        except (OSError, ValueError, EOFError) as err:
+            problem = f"{type(err).__name__}: {err}"
+        warnings.warn(f"image token cache entry {entry} for {path} is damaged ({problem}); encoding it again", stacklevel=3)
+        tokens = self._encode([path])[0]
+        np.save(entry, tokens)
+        return tokens

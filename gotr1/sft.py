@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gotr1.checkpoint import load_training_state, resolve_checkpoint, save_checkpoint
+from gotr1.checkpoint import load_training_state, resume_checkpoint, save_checkpoint
 from gotr1.config import SFTConfig
 from gotr1.data import GoTDataset
 from gotr1.generate import encode_prompt
@@ -61,7 +61,7 @@ class SFTTrainer:
         self.image_cache = ImageTokenCache(self.model, cache_dir)
         self.step, self.sampler = 0, EpochSampler(len(dataset), config.seed)
         if config.resume_from:
-            checkpoint = resolve_checkpoint(config.resume_from)
+            checkpoint = resume_checkpoint(config.resume_from, self.output_dir)
             load_model_weights(self.model, checkpoint / "model")
             state = load_training_state(checkpoint, self.optimizer, self.scheduler)
             self.step = state["step"]

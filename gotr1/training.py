@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,20 +56,34 @@ def build_optimizer(model, config):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _read_weights(file: Path) -> dict:
+    """A safetensors file's tensors; a damaged file or non-finite weights are refused by name."""
+    from gotr1.checkpoint import CorruptCheckpointError
+
+    try:
+        tensors = load_file(file)
+    except Exception as err:  # truncated or overwritten files fail inside safetensors in many ways
+        raise CorruptCheckpointError(f"{file}: unreadable weights ({type(err).__name__}: {err})") from None
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CorruptCheckpointError(f"{file}: non-finite values in {bad[:3]}; the file is damaged or the run diverged")
+    return tensors
+
+
 def load_model_weights(model, folder: str | Path) -> None:
     """Load what :func:`gotr1.checkpoint.save_checkpoint` saved of ``model`` (adapter or full weights)."""
     folder = Path(folder)
     if hasattr(model, "peft_config"):
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+        set_peft_model_state_dict(model, _read_weights(folder / "adapter_model.safetensors"))
         return
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no .safetensors weights in {folder}")
     state = {}
     for file in files:
-        state.update(load_file(file))
+        state.update(_read_weights(file))
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {name for name, p in model.named_parameters(remove_duplicate=False)} - set(dict(model.named_parameters()))
     if unexpected or set(missing) - tied:
@@ -104,21 +120,46 @@ class EpochSampler:
 
 
 class MetricsLog:
-    """Append-only JSONL metrics, one object per logged step; a resumed run appends to the same file."""
+    """Append-only JSONL metrics, one object per logged step; a resumed run appends to the same file.
+
+    At resume the lines past the checkpoint (written by the killed run after its last save) are dropped by
+    writing a new file and renaming it over the old one, so a kill during the rewrite loses nothing. A torn
+    last line (a write cut short by a kill or a full disk) is dropped with a warning; a broken line before
+    it is an error naming ``file:line``.
+    """
 
     def __init__(self, path: str | Path, resume_step: int = 0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and resume_step:
-            # Lines past the checkpoint were written by the killed run after its last save: drop them.
-            kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            kept = [line for line, record in self._records() if record["step"] <= resume_step]
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(tmp, self.path)
         elif self.path.exists():
             self.path.unlink()
+
+    def _records(self) -> list[tuple[str, dict]]:
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                    raise ValueError("not a metrics record with an integer 'step'")
+            except ValueError as err:
+                if number == len(lines):
+                    warnings.warn(f"{self.path}:{number}: dropping a torn last line ({err})", stacklevel=3)
+                    continue
+                raise ValueError(f"{self.path}:{number}: unreadable metrics line ({err}); fix or remove it") from None
+            records.append((line, record))
+        return records
 
     def write(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
     def read(self) -> list[dict]:
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line] if self.path.exists() else []
+        return [record for _, record in self._records()] if self.path.exists() else []

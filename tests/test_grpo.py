@@ -3,6 +3,7 @@ two-rank runs (replicated and FSDP2-sharded)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,9 @@ def test_kill_and_resume_continues_with_the_same_prompts_and_streams(tmp_path):
     straight.train()
     first = GRPOTrainer(*tiny_janus(seed=2), length_reward, _config(tmp_path / "b", max_steps=3, save_every=1), PROMPTS)
     first.train(max_steps=2)
+    # "Killed" after step 2 and before its save: the last checkpoint is step 1, metrics.jsonl runs to step 2.
+    shutil.rmtree(tmp_path / "b" / "step-0000002")
+    (tmp_path / "b" / "latest").write_text("step-0000001")
     resumed = GRPOTrainer(*tiny_janus(seed=2), length_reward,
                           _config(tmp_path / "b", max_steps=3, save_every=1, resume_from=str(tmp_path / "b" / "step-0000001")), PROMPTS)
     assert resumed.step == 1

@@ -1,6 +1,7 @@
 """Stage 1 SFT on the tiny model and synthetic GoT data: learning, exact resume, LoRA, data errors, token cache."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -51,8 +52,11 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(data, tmp_path, u
     straight = SFTTrainer(*tiny_janus(seed=1), _config(data, tmp_path / "a", max_steps=5, grad_accum=2, use_lora=use_lora, lora_rank=4))
     straight.train()
     first = SFTTrainer(*tiny_janus(seed=1), _config(data, tmp_path / "b", max_steps=5, grad_accum=2, save_every=2, use_lora=use_lora, lora_rank=4))
-    first.train(max_steps=3)  # "killed" after step 3; its last checkpoint is step 2
+    first.train(max_steps=3)
     assert (tmp_path / "b" / "latest").read_text() == "step-0000003"
+    # "Killed" after step 3 and before its save: the last checkpoint is step 2, metrics.jsonl runs to step 3.
+    shutil.rmtree(tmp_path / "b" / "step-0000003")
+    (tmp_path / "b" / "latest").write_text("step-0000002")
     resumed = SFTTrainer(*tiny_janus(seed=1), _config(data, tmp_path / "b", max_steps=5, grad_accum=2, save_every=2,
                                                       use_lora=use_lora, lora_rank=4, resume_from=str(tmp_path / "b" / "step-0000002")))
     assert resumed.step == 2
@@ -107,3 +111,96 @@ def test_config_errors_name_the_field(data, tmp_path):
         SFTConfig(grad_accum=0)
     with pytest.raises(FileNotFoundError, match="resume_from"):
         SFTTrainer(*tiny_janus(), SFTConfig(data=str(data), output_dir=str(tmp_path / "run"), resume_from=str(tmp_path)))
+
+
+def test_resuming_an_older_step_never_overwrites_newer_checkpoints(data, tmp_path):
+    run = tmp_path / "run"
+    SFTTrainer(*tiny_janus(seed=0), _config(data, run, max_steps=6, save_every=2, keep_last=None)).train()
+    before = sorted(p.name for p in run.glob("step-*"))
+    assert before == ["step-0000002", "step-0000004", "step-0000006"]
+    with pytest.raises(ValueError, match=r"older than step-0000006 .*new folder to branch"):
+        SFTTrainer(*tiny_janus(seed=0), _config(data, run, max_steps=6, save_every=2, resume_from=str(run / "step-0000004")))
+    assert sorted(p.name for p in run.glob("step-*")) == before and (run / "latest").read_text() == "step-0000006"
+    branch = tmp_path / "branch"  # a branch goes to its own folder, leaving the run whole
+    SFTTrainer(*tiny_janus(seed=0), _config(data, branch, max_steps=6, save_every=2, keep_last=1,
+                                             resume_from=str(run / "step-0000004"))).train()
+    assert sorted(p.name for p in branch.glob("step-*")) == ["step-0000006"]
+    assert sorted(p.name for p in run.glob("step-*")) == before
+
+
+def test_metrics_log_survives_a_torn_last_line_and_names_a_broken_one(tmp_path):
+    from gotr1.training import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    with pytest.warns(UserWarning, match=r"metrics.jsonl:3: dropping a torn last line"):
+        log = MetricsLog(path, resume_step=2)
+    assert [r["step"] for r in log.read()] == [1, 2] and not list(tmp_path.glob(".*tmp"))
+    path.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: unreadable metrics line"):
+        MetricsLog(path, resume_step=3)
+
+
+@pytest.mark.parametrize("damage", ["0xff_weights", "truncated_weights", "empty_scheduler", "truncated_optimizer",
+                                    "state_without_step", "state_not_json"])
+def test_a_damaged_checkpoint_is_refused_by_name_before_training(data, tmp_path, damage):
+    from gotr1.checkpoint import CorruptCheckpointError
+
+    run = tmp_path / "run"
+    SFTTrainer(*tiny_janus(seed=0), _config(data, run, max_steps=4, save_every=2, keep_last=None)).train()
+    step = run / "step-0000004"
+    target = {"0xff_weights": "model/model.safetensors", "truncated_weights": "model/model.safetensors",
+              "empty_scheduler": "scheduler.pt", "truncated_optimizer": "optimizer.pt",
+              "state_without_step": "state.json", "state_not_json": "state.json"}[damage]
+    path = step / target
+    raw = bytearray(path.read_bytes())
+    if damage == "0xff_weights":
+        raw[len(raw) // 2: len(raw) // 2 + 4096] = b"\xff" * 4096
+    elif damage.startswith("truncated"):
+        raw = raw[: len(raw) // 3]
+    elif damage == "empty_scheduler":
+        raw = b""
+    elif damage == "state_without_step":
+        raw = b'{"epoch": 0, "cursor": 8}'
+    else:
+        raw = b'{"step": 4,'
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptCheckpointError, match=str(path).replace("\\", "\\\\")) as refused:
+        SFTTrainer(*tiny_janus(seed=0), _config(data, tmp_path / "resumed", max_steps=6, resume_from=str(run)))
+    assert "newest intact checkpoint is" in str(refused.value) and "step-0000002" in str(refused.value)
+    (step / "checksums.json").unlink()  # an older checkpoint without checksums: the loaders name the file
+    if damage != "0xff_weights":  # 0xFF in the middle of weight data can still parse, and is caught as non-finite
+        with pytest.raises(CorruptCheckpointError, match=str(path).replace("\\", "\\\\")):
+            SFTTrainer(*tiny_janus(seed=0), _config(data, tmp_path / "resumed", max_steps=6, resume_from=str(run)))
+
+
+def test_nan_weights_in_a_checkpoint_without_checksums_are_refused(data, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from gotr1.checkpoint import CorruptCheckpointError
+
+    run = tmp_path / "run"
+    SFTTrainer(*tiny_janus(seed=0), _config(data, run, max_steps=2, save_every=2)).train()
+    weights = run / "step-0000002" / "model" / "model.safetensors"
+    tensors = load_file(weights)
+    name = next(n for n, t in tensors.items() if t.is_floating_point())
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, weights, metadata={"format": "pt"})
+    (run / "step-0000002" / "checksums.json").unlink()
+    with pytest.raises(CorruptCheckpointError, match="non-finite values"):
+        SFTTrainer(*tiny_janus(seed=0), _config(data, tmp_path / "resumed", max_steps=4, resume_from=str(run)))
+
+
+def test_a_damaged_image_token_cache_entry_is_encoded_again(data, tmp_path):
+    from gotr1.data import GoTDataset
+    from gotr1.image_tokens import ImageTokenCache
+
+    model, _ = tiny_janus(seed=0)
+    cache = ImageTokenCache(model, tmp_path / "cache")
+    paths = [row.image_path for row in GoTDataset(data)][:2]
+    first = cache.encode(paths)
+    entry = next((tmp_path / "cache").rglob("*.npy"))
+    entry.write_bytes(b"not numpy")
+    with pytest.warns(UserWarning, match="is damaged"):
+        again = cache.encode(paths)
+    assert torch.equal(first, again)
