@@ -2,7 +2,9 @@
 
 Every field of :class:`~gotr1.config.SFTConfig` / :class:`~gotr1.config.GRPOConfig` is a YAML key and a
 ``--field-name`` option whose help is the field's docstring. Unknown keys and values that do not convert
-are errors that name the field.
+are errors that name the field. YAML values are checked against the field's type: only unambiguous text
+converts (``lr: 1e-5``, which PyYAML reads as a string; ``use_lora: "false"``); ``save_every: 1.5``,
+``model: 123`` and non-finite numbers (``lr: .inf``) are refused.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -51,6 +54,34 @@ def _parse_value(text: str, kind):
     return kind(text)
 
 
+def _coerce(value, kind):
+    """A YAML value as the field type ``kind``: exact types pass, text converts as on the command line,
+    anything else (a float for an int, a number for a string, a non-finite number) is refused."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"expected a list, got {value!r}")
+        item = args[0] if args else str
+        return tuple(_coerce(v, item) for v in value)
+    if isinstance(value, str) and kind is not str:
+        value = _parse_value(value.strip(), kind)  # "1e-5" (PyYAML reads it as text), "false", "8"
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return float(value)
+    if kind is str and isinstance(value, str):
+        return value
+    raise ValueError(f"expected {getattr(kind, '__name__', kind)}, got {value!r} ({type(value).__name__})")
+
+
 def _types(cls) -> dict:
     return typing.get_type_hints(cls)
 
@@ -85,9 +116,14 @@ def load_config(cls, path: str | Path | None = None, overrides: dict | None = No
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{path}: unknown {cls.__name__} field(s) {unknown}; known fields: {sorted(known)}")
+    for name in list(values):
+        try:
+            values[name] = _coerce(values[name], kinds[name])
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path}: {name}: {err}") from None
     for name, text in (overrides or {}).items():
         try:
-            values[name] = _parse_value(text, kinds[name])
+            values[name] = _coerce(_parse_value(text, kinds[name]), kinds[name])
         except (ValueError, TypeError) as err:
             raise ValueError(f"--{name.replace('_', '-')}: {err}") from None
     return cls(**values)

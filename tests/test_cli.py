@@ -181,3 +181,30 @@ def test_oversized_canvas_empty_prompt_and_missing_model_folder_are_refused(tmp_
     missing = tmp_path / "no" / "such" / "model"
     assert main(["generate", "--model", str(missing), "--prompt", "a cat", "--out", str(tmp_path)]) == 2
     assert f"model: {missing} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("save_every: 1.5", "save_every: expected int, got 1.5"),
+    ("group_size: 2.7", "group_size: expected int, got 2.7"),
+    ("seed: abc", "seed: invalid literal"),
+    ("model: 123", "model: expected str, got 123"),
+    ("lr: .inf", "lr: expected a finite number, got inf"),
+    ("judge_timeout: .inf", "judge_timeout: expected a finite number"),
+    ('lr: "abc"', "lr: could not convert string to float"),
+    ("use_lora: maybe", "use_lora: expected true or false"),
+])
+def test_config_files_are_type_checked_field_by_field(tmp_path, body, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(body + "\n")
+    with pytest.raises(ValueError, match=f"c.yaml: {message}"):
+        load_config(GRPOConfig, path)
+
+
+def test_unambiguous_text_in_config_files_converts(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text('use_lora: "false"\nlr: 1e-5\nmax_grad_norm: 2\nlora_target_modules: [q_proj, v_proj]\ntop_k: null\n')
+    config = load_config(GRPOConfig, path)
+    assert config.use_lora is False and config.lr == 1e-5 and config.max_grad_norm == 2.0
+    assert config.lora_target_modules == ("q_proj", "v_proj") and config.top_k is None
+    with pytest.raises(ValueError, match="--lr: expected a finite number"):
+        load_config(GRPOConfig, None, {"lr": "inf"})
