@@ -14,9 +14,12 @@ Errors name the bad option or config field and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from importlib import resources
 from pathlib import Path
+
+import numpy as np
 
 
 def example_chain() -> str:
@@ -38,6 +41,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
     return value
 
 
@@ -170,13 +180,29 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from gotr1.rewards import prompt_image_reward
 
     prompts = read_prompts(args.prompts)
-    judge = build_judge(args.judge, args.judge_url, args.judge_model)
+    judge = build_judge(args.judge, args.judge_url, args.judge_model, timeout=args.judge_timeout)
     model, processor = load_any_policy(args.model, device=local_device())
-    scorer = lambda prompts_, chains, images: prompt_image_reward(prompts_, chains, images, judge)[0]
+    counts = {"samples": 0, "not_scored": 0}
+
+    def scorer(prompts_, chains, images):
+        # A sample the judge could not score is NaN ("not scored"), never a 0 in the table.
+        scores, details = prompt_image_reward(prompts_, chains, images, judge)
+        scores = np.asarray(scores, dtype=np.float64)
+        scores[details.get("failed_samples", [])] = np.nan
+        counts["samples"] += len(scores)
+        counts["not_scored"] += int(np.isnan(scores).sum())
+        return scores
+
     means = evaluate(model, processor, scorer, prompts, args.out, num_samples=args.num, batch_size=args.batch_size,
                      seed=args.seed, limit=args.limit, progress=not args.no_progress, **_sampling(args))
     print((Path(args.out) / "table.md").read_text(encoding="utf-8"))
     print(f"wrote {args.out}/table.csv, table.md and scores.jsonl ({len(means)} categories)")
+    if counts["not_scored"]:
+        print(f"gotr1 eval: {counts['not_scored']} of {counts['samples']} samples not scored (judge failures; "
+              "left out of the means, null in scores.jsonl)", file=sys.stderr)
+    if counts["samples"] and counts["not_scored"] == counts["samples"]:
+        print("gotr1 eval: error: the judge scored nothing; check --judge-url and the server", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -244,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--judge", default="openai", help="'openai' (server), 'tiny', or a Qwen2.5-VL path (default: openai)")
     ev.add_argument("--judge-url", default="http://127.0.0.1:8000/v1", help="OpenAI-compatible judge server URL")
     ev.add_argument("--judge-model", default="Qwen/Qwen2.5-VL-7B-Instruct", help="model name the server serves")
+    ev.add_argument("--judge-timeout", type=_positive_float, default=120.0,
+                    help="seconds per judge request attempt before it is retried, then not scored (default: 120)")
     ev.add_argument("--out", required=True, help="output folder")
     ev.add_argument("--num", type=_positive_int, default=1, help="samples per prompt (default: 1)")
     ev.add_argument("--batch-size", type=_positive_int, default=8, help="prompts generated at once (default: 8)")

@@ -203,6 +203,11 @@ class GRPOConfig(TrainingConfig):
     # --- reliability and logging -------------------------------------------------------------
     max_bad_steps: int = 5
     """Abort after this many consecutive steps skipped for a non-finite loss or gradient."""
+    judge_outage_rate: float = 0.5
+    """A step whose share of failed or unparsable judge requests exceeds this counts as a judge outage."""
+    max_judge_outage_steps: int = 3
+    """Abort after this many consecutive judge-outage steps (0: never); the judge is also asked one check
+    question before the first step."""
     sample_every: int = 50
     """Write a sample grid PNG (prompt, chain, layout, image) every this many steps (0: never)."""
     tensorboard: bool = False
@@ -239,5 +244,7 @@ class GRPOConfig(TrainingConfig):
         self._check("reward", self.reward in ("judge", "rules"), "'judge' or 'rules'")
         self._check("judge_concurrency", self.judge_concurrency >= 1, ">= 1")
         self._check("judge_timeout", self.judge_timeout > 0, "> 0")
+        self._check("judge_outage_rate", 0 <= self.judge_outage_rate < 1, "in [0, 1)")
+        self._check("max_judge_outage_steps", self.max_judge_outage_steps >= 0, ">= 0")
         if not (self.chain_loss or self.image_loss):
             raise ValueError("GRPOConfig: chain_loss and image_loss are both False; the loss would cover nothing")

@@ -41,7 +41,7 @@ from gotr1.config import GRPOConfig
 from gotr1.distributed import gather_rows, rank_and_world, sum_over_ranks
 from gotr1.generate import rollout
 from gotr1.grpo_loss_step import LogProbs, loss_and_backward, loss_normalizer, policy_logprobs
-from gotr1.grpo_rewards import as_policy_reward, nan_stat
+from gotr1.grpo_rewards import JudgeUnavailableError, as_policy_reward, nan_stat
 from gotr1.kernels.grpo_loss import group_advantages
 from gotr1.model import got_token_ids
 from gotr1.progress import progress_bar
@@ -204,13 +204,14 @@ class GRPOTrainer:
         self.step += 1
         counted = sum_over_ranks({
             "generated": int(chain_mask.sum()) + r.image_ids.numel(), "chain_tokens": int(r.chain_lengths.sum()),
-            "judge_failures": scored.failures,
+            "judge_failures": scored.failures, "judge_requests": scored.requests,
             "parse_failures": sum(1 for c in r.chains if c.errors or not c.objects)}, self.device)
         metrics.update(self._reward_metrics(scored, all_rewards, all_advantages))
         metrics.update(step=self.step, lr=lr, seconds_rollout=t1 - t0, seconds_reward=t2 - t1,
                        seconds_update=t3 - t2, tokens_per_s=counted["generated"] / max(t1 - t0, 1e-9),
                        chain_length=counted["chain_tokens"] / len(all_rewards), skipped_steps=self.skipped_steps,
-                       judge_failures=int(counted["judge_failures"]), parse_failures=int(counted["parse_failures"]))
+                       judge_failures=int(counted["judge_failures"]), judge_requests=int(counted["judge_requests"]),
+                       parse_failures=int(counted["parse_failures"]))
         self._maybe_grid(r, scored)
         return metrics
 
@@ -280,10 +281,14 @@ class GRPOTrainer:
         end = cfg.max_steps if max_steps is None else min(cfg.max_steps, self.step + max_steps)
         bar = progress_bar(total=cfg.max_steps, initial=self.step, desc="grpo", enabled=cfg.progress and self.rank == 0)
         history = []
+        if self.step < end and hasattr(self.reward, "check"):
+            self.reward.check()  # a dead judge is refused before the first rollout, not after 1000 zero steps
+        outage_steps = 0
         try:
             while self.step < end:
                 metrics = self.train_step()
                 history.append(metrics)
+                outage_steps = outage_steps + 1 if self._judge_outage(metrics) else 0
                 if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == end):
                     self.log.write(metrics)
                     if self.tb is not None:
@@ -296,9 +301,20 @@ class GRPOTrainer:
                         dist.barrier()
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", kl=f"{metrics['kl_mean']:.4f}")
+                if cfg.max_judge_outage_steps and outage_steps >= cfg.max_judge_outage_steps:
+                    if self.step % cfg.save_every:  # every rank decides alike: the counts are summed over ranks
+                        self.save()
+                    raise JudgeUnavailableError(
+                        f"the judge failed more than {cfg.judge_outage_rate:.0%} of its requests for {outage_steps} "
+                        f"consecutive steps (last: {metrics['judge_failures']} of {metrics['judge_requests']}); stopped at "
+                        f"step {self.step} with its checkpoint written. Fix the judge, then resume (--resume)")
         finally:
             bar.close()
         return self.log.read() if self.log is not None else history
+
+    def _judge_outage(self, metrics: dict) -> bool:
+        requests = metrics.get("judge_requests", 0)
+        return requests > 0 and metrics["judge_failures"] / requests > self.config.judge_outage_rate
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -34,10 +34,21 @@ class ScoredBatch:
     components: dict[str, np.ndarray]
     failures: int = 0
     details: dict = field(default_factory=dict)
+    requests: int = 0
+    """Judge requests behind the scores (0 for rule rewards); ``failures`` counts those that failed."""
 
     def means(self) -> dict[str, float]:
         """Mean of each component and of ``total`` over the samples where it applies."""
         return {**{name: nan_stat(v) for name, v in self.components.items()}, "total": nan_stat(self.total)}
+
+
+class JudgeUnavailableError(RuntimeError):
+    """The judge cannot be reached or keeps failing; training against it would learn nothing."""
+
+
+def _describe(judge) -> str:
+    url = getattr(judge, "base_url", None) or getattr(judge, "url", None)
+    return f"{type(judge).__name__}({url})" if url else type(judge).__name__
 
 
 class JudgeReward:
@@ -62,7 +73,24 @@ class JudgeReward:
         batch = score_batch(prompts, chains, images, self.judge, self.config, cache=self.cache)
         components = {name: getattr(batch, name) for name in ("sem", "spa", "ri", "pi") if self.config.weight(name) > 0}
         failures = int(batch.details.get("failed", 0)) + int(batch.details.get("unparsed", 0))
-        return ScoredBatch(batch.total, components, failures, batch.details)
+        return ScoredBatch(batch.total, components, failures, batch.details, int(batch.details.get("requests", 0)))
+
+    def check(self) -> None:
+        """Ask the judge one small question before training; raise :class:`JudgeUnavailableError` without a reply.
+
+        A dead or misconfigured judge server would otherwise score every sample 0 and let the run go on
+        with zero advantages.
+        """
+        request = [{"role": "user", "content": 'Reply with the JSON {"score": 5} and nothing else.'}]
+        try:
+            reply = self.judge.chat([request])[0]
+        except Exception as err:  # any failure here means the same: no judge to train against
+            reply, reason = None, repr(err)
+        else:
+            reason = "no reply"
+        if reply is None:
+            raise JudgeUnavailableError(f"the judge {_describe(self.judge)} did not answer a check request ({reason}); "
+                                        "start it or fix judge_url / judge_model before training")
 
 
 class RuleReward:

@@ -107,17 +107,45 @@ def test_generate_writes_chain_layout_and_image_per_sample(tiny_checkpoint, tmp_
             assert Image.open(stem.with_suffix(".png")).size == (64, 64)
 
 
-def test_eval_with_the_tiny_judge_writes_a_table_with_every_category(tiny_checkpoint, tmp_path):
+class _SevenJudge:
+    """A judge whose every reply is a score of 7 (what a healthy server answers)."""
+
+    def chat(self, requests):
+        return ['{"score": 7}'] * len(requests)
+
+    def grounding_size(self, width, height):
+        return width, height
+
+
+def test_eval_writes_a_table_with_every_category(tiny_checkpoint, tmp_path, monkeypatch):
+    import gotr1.resolve
+
+    monkeypatch.setattr(gotr1.resolve, "build_judge", lambda *args, **kwargs: _SevenJudge())
     out = tmp_path / "eval"
     args = ["eval", "--model", str(tiny_checkpoint), "--judge", "tiny", "--out", str(out), "--limit", "2",
             "--max-chain-tokens", "8", "--no-progress"]
     assert main(args) == 0
     header, values = (out / "table.csv").read_text().splitlines()
     assert header.split(",") == ["Color", "Shape", "Texture", "2D-Spatial", "Non-Spatial", "Complex"]
-    assert all(0.0 <= float(v) <= 1.0 for v in values.split(","))
+    assert values.split(",") == ["0.7000"] * 6
     assert "| Color | Shape |" in (out / "table.md").read_text()
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and {r["category"] for r in rows} == {"color", "shape", "texture", "spatial", "non_spatial", "complex"}
+
+
+def test_eval_against_a_dead_judge_scores_nothing_and_fails(tiny_checkpoint, tmp_path, capsys):
+    """Failures are "not scored" (NaN in the table, null in scores.jsonl), never 0, and the exit code says so."""
+    out = tmp_path / "eval"
+    args = ["eval", "--model", str(tiny_checkpoint), "--judge", "openai", "--judge-url", "http://127.0.0.1:9/v1",
+            "--judge-timeout", "0.5", "--prompts", "color", "--out", str(out), "--limit", "2",
+            "--max-chain-tokens", "8", "--no-progress"]
+    assert main(args) == 1
+    assert (out / "table.csv").read_text().splitlines()[1] == "nan"
+    assert all(json.loads(line)["score"] is None for line in (out / "scores.jsonl").read_text().splitlines())
+    err = capsys.readouterr().err
+    assert "2 of 2 samples not scored" in err and "the judge scored nothing" in err
+    with pytest.raises(SystemExit):
+        main(args[:-1] + ["--judge-timeout", "inf", "--no-progress"])
 
 
 @pytest.mark.parametrize("cls", [SFTConfig, GRPOConfig])

@@ -11,7 +11,8 @@ at once. Identical requests inside a batch are sent once, and a :class:`RewardCa
 (prompt, chain caption) and R_spa by (prompt, chain objects and boxes): the two inputs the judge sees.
 
 Failure path: a request the judge could not answer, or a reply without a readable score or box, scores
-0 (never a good score); ``details`` counts them per component and keeps the first raw replies, and one
+0 (never a good score); ``details`` counts them per component, lists the samples they touched
+(``failed_samples``: an evaluation reports those as not scored) and keeps the first raw replies, and one
 warning per batch is logged. A chain without objects gets R_spa = R_RI = 0 without asking the judge.
 R_RI grounds each distinct object name of a chain once; each chain box scores its best IoU against the
 boxes returned for its name (0 when none), and the sample scores the mean over its objects.
@@ -208,10 +209,12 @@ class _Tally:
         self.failed = dict.fromkeys(JUDGE_COMPONENTS, 0)
         self.unparsed = dict.fromkeys(JUDGE_COMPONENTS, 0)
         self.kept: list[dict] = []
+        self.samples: set[int] = set()
 
     def record(self, job: _Job, reply: str | None) -> None:
         reason = "request failed" if reply is None else "unparseable reply"
         (self.failed if reply is None else self.unparsed)[job.component] += 1
+        self.samples.update(job.samples)
         raw = None if reply is None else reply[:MAX_RAW_CHARS]
         log.debug("reward %s, sample %d: %s: %r", job.component, job.samples[0], reason, raw)
         if len(self.kept) < MAX_KEPT_FAILURES:
@@ -282,7 +285,7 @@ def _score(prompts, chains, images, judge, components, cache=None, layout_size=3
     details.update(requests=len(requests), cache_hits=plan.cache_hits, merged=plan.merged,
                    failed=sum(tally.failed.values()), unparsed=sum(tally.unparsed.values()),
                    failed_per_component=tally.failed, unparsed_per_component=tally.unparsed,
-                   failures=tally.kept, object_iou=object_iou)
+                   failures=tally.kept, failed_samples=sorted(tally.samples), object_iou=object_iou)
     scores = {c: plan.scores[c].astype(np.float32) for c in components}
     return scores, details
 
