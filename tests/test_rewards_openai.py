@@ -139,3 +139,39 @@ def test_openai_judge_grounding_size_and_validation():
         OpenAIJudge("http://x/v1", model="m", concurrency=0)
     judge.close()
     small.close()
+
+
+def test_a_trickling_server_frees_its_threads_so_the_judge_recovers():
+    """The first requests trickle for far longer than the timeout; once the server answers again, the next
+    chat works: stuck reads are cut at the per-attempt timeout, so no thread is held (nothing poisoned)."""
+    with FakeOpenAIServer(trickle_seconds=20.0, trickle_hits=2) as fake:
+        judge = judge_for(fake, "trickle", max_retries=0, concurrency=2, deadline=2.0)
+        start = time.monotonic()
+        assert judge.chat(requests(2)) == [None, None]
+        time.sleep(TIMEOUT + 0.3)  # the cut reads have let go of their threads
+        assert judge.chat(requests(2)) == ['```json\n{"score": 7}\n```'] * 2
+        assert time.monotonic() - start < 6.0
+        judge.close()
+
+
+def test_an_endless_reply_is_cut_off_and_not_retried(server):
+    import gotr1.rewards.openai_judge as openai_judge
+
+    judge = judge_for(server, "endless", max_retries=2, timeout=5.0)
+    before, start = server.hits["endless"], time.monotonic()
+    assert judge.chat(requests(1)) == [None]
+    assert time.monotonic() - start < 5.0 and server.hits["endless"] - before == 1  # oversized: refused, not retried
+    assert openai_judge.MAX_REPLY_BYTES < server.endless_bytes
+    judge.close()
+
+
+def test_the_circuit_breaker_fails_fast_after_repeated_failures(server):
+    judge = judge_for(server, "error", max_retries=0, breaker_after=3, breaker_cooldown=60.0, concurrency=1)
+    before = server.hits["error"]
+    assert judge.chat(requests(3)) == [None] * 3 and server.hits["error"] - before == 3
+    start = time.monotonic()
+    assert judge.chat(requests(5)) == [None] * 5
+    assert server.hits["error"] - before == 3 and time.monotonic() - start < 0.5  # nothing sent while open
+    judge.close()
+    with pytest.raises(ValueError, match="breaker_after"):
+        OpenAIJudge("http://127.0.0.1:9/v1", "m", breaker_after=0)

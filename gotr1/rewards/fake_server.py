@@ -10,7 +10,9 @@ The first path segment picks the behaviour, so one server serves every case:
 - ``flaky``: HTTP 500 for the first ``flaky_failures`` hits, then like ``good``;
 - ``garbage``: HTTP 200 with a reply text that holds no score or box;
 - ``notjson``: HTTP 200 with a body that is not JSON;
-- ``trickle``: sends its headers, then one byte at a time, each within a client's socket timeout.
+- ``trickle``: sends its headers, then one byte at a time, each within a client's socket timeout (for the
+  first ``trickle_hits`` requests; after those it answers like ``good``);
+- ``endless``: HTTP 200 without Content-Length, then ``endless_bytes`` of filler as fast as it can.
 
 ``hits[mode]`` counts requests; ``payloads`` keeps the decoded request bodies of ``good`` requests.
 """
@@ -42,14 +44,16 @@ class FakeOpenAIServer:
         The score ``good`` answers with.
     box : tuple of 4 ints
         The grounding answer of ``good``, in the judge's resized pixels.
-    slow_seconds, flaky_failures, trickle_seconds : float, int, float
-        Knobs of the ``slow``, ``flaky`` and ``trickle`` modes.
+    slow_seconds, flaky_failures, trickle_seconds, trickle_hits, endless_bytes : float, int, float, int, int
+        Knobs of the ``slow``, ``flaky``, ``trickle`` and ``endless`` modes.
     """
 
     def __init__(self, latency: float = 0.0, score: int = 7, box=(0, 0, 196, 196), slow_seconds: float = 1.5,
-                 flaky_failures: int = 1, trickle_seconds: float = 3.0):
+                 flaky_failures: int = 1, trickle_seconds: float = 3.0, trickle_hits: int | None = None,
+                 endless_bytes: int = 64 << 20):
         self.latency, self.score, self.box = latency, score, tuple(box)
         self.slow_seconds, self.flaky_failures, self.trickle_seconds = slow_seconds, flaky_failures, trickle_seconds
+        self.trickle_hits, self.endless_bytes = trickle_hits, endless_bytes
         self.hits: Counter = Counter()
         self.payloads: list[dict] = []
         self.headers: list[dict] = []
@@ -100,14 +104,16 @@ class FakeOpenAIServer:
                     return self._send(500, b'{"error": "overloaded"}')
                 if mode == "notjson":
                     return self._send(200, b"<html>bad gateway</html>")
-                if mode == "trickle":
+                if mode == "trickle" and (server.trickle_hits is None or hit <= server.trickle_hits):
                     return self._trickle()
+                if mode == "endless":
+                    return self._endless()
                 payload = json.loads(body)
                 if mode == "slow":
                     time.sleep(server.slow_seconds)
                 elif server.latency:
                     time.sleep(server.latency)
-                if mode == "good":
+                if mode in ("good", "trickle"):
                     with server._lock:
                         server.payloads.append(payload)
                         server.headers.append(dict(self.headers))
@@ -133,5 +139,17 @@ class FakeOpenAIServer:
                     self.wfile.write(b" ")
                     self.wfile.flush()
                     time.sleep(0.05)
+
+            def _endless(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                block = b" " * (1 << 20)
+                try:
+                    for _ in range(server.endless_bytes // len(block)):
+                        self.wfile.write(block)
+                except OSError:  # the client hung up, as it should
+                    pass
+                self.close_connection = True
 
         return Handler

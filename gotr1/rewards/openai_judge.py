@@ -3,11 +3,14 @@
 This is how the judge scales past one process: serve Qwen2.5-VL-7B with vLLM or SGLang on as many GPUs
 as needed and point :class:`OpenAIJudge` at it. Standard library only (urllib, a thread pool).
 
-Failure contract: every request gets a per-attempt socket timeout; 5xx, 408, 429, timeouts and
-connection errors are retried up to ``max_retries`` times with exponential backoff (jittered); other 4xx
-answers and malformed bodies are not retried. A request that still fails returns None, and a whole
-``chat`` call returns within ``deadline`` seconds even if a server trickles bytes forever: unfinished
-requests are answered None and their threads are left to end on their own timeouts.
+Failure contract: every attempt is bounded by ``timeout`` seconds of wall time, connect to last byte,
+and a reply by :data:`MAX_REPLY_BYTES`, so a server that trickles bytes or streams without end frees its
+thread (and closes its connection) instead of holding it; 5xx, 408, 429, timeouts and connection errors are
+retried up to ``max_retries`` times with exponential backoff (jittered); other 4xx answers, oversized and
+malformed bodies are not retried. A request that still fails returns None, and a whole ``chat`` call
+returns within ``deadline`` seconds. After ``breaker_after`` requests in a row have failed, the judge stops
+sending for ``breaker_cooldown`` seconds and answers None at once (a circuit breaker), so a dead server
+costs seconds, not hours of timeouts; then one request probes it again.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import logging
 import math
 import random
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,10 +35,24 @@ from gotr1.rewards.judges import as_rgb_array, message_parts, request_images
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 429}
+MAX_REPLY_BYTES = 8 << 20  # a chat completion of a few hundred tokens is kilobytes
 
 
 class _Retryable(Exception):
     """A failure worth another attempt (server overload, timeout, dropped connection)."""
+
+
+def _read_bounded(response, end: float) -> bytes:
+    """The reply body, read until ``end`` (monotonic time) and at most :data:`MAX_REPLY_BYTES`."""
+    chunks, size = [], 0
+    while chunk := response.read1(1 << 16):
+        size += len(chunk)
+        if size > MAX_REPLY_BYTES:
+            raise ValueError(f"reply larger than {MAX_REPLY_BYTES} bytes")
+        if time.monotonic() > end:
+            raise _Retryable("reply not complete within the timeout")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def png_data_url(image) -> str:
@@ -84,7 +102,7 @@ class OpenAIJudge:
     concurrency : int
         Requests in flight at once (threads of the pool).
     timeout : float
-        Seconds per attempt (connect and each socket read).
+        Seconds per attempt, connect to last byte.
     max_retries : int
         Further attempts after the first, for retryable failures only.
     backoff : float
@@ -95,6 +113,8 @@ class OpenAIJudge:
         rounds ``ceil(len(requests) / concurrency)``, so that only a server breaking its own timeouts hits it.
     max_tokens : int
         Reply length bound sent with each request; ``temperature`` is 0 (greedy, as in the paper's judge).
+    breaker_after, breaker_cooldown :
+        Failed requests in a row that open the circuit breaker, and the seconds it then fails fast.
     min_pixels, max_pixels, factor : int
         The server's Qwen2.5-VL processor settings, used by :meth:`grounding_size` (smart_resize; defaults are
         Qwen2.5-VL-7B-Instruct's). Change them if the server runs with other ``mm_processor_kwargs``.
@@ -103,7 +123,7 @@ class OpenAIJudge:
     def __init__(self, base_url: str, model: str, api_key: str | None = None, concurrency: int = 16,
                  timeout: float = 60.0, max_retries: int = 3, backoff: float = 0.5, deadline: float | None = None,
                  max_tokens: int = 128, min_pixels: int = QWEN_MIN_PIXELS, max_pixels: int = QWEN_MAX_PIXELS,
-                 factor: int = QWEN_FACTOR):
+                 factor: int = QWEN_FACTOR, breaker_after: int = 32, breaker_cooldown: float = 30.0):
         if concurrency <= 0:
             raise ValueError(f"concurrency must be positive, got {concurrency}")
         if timeout <= 0 or max_retries < 0 or backoff < 0:
@@ -119,6 +139,12 @@ class OpenAIJudge:
         self.deadline = deadline
         self.max_tokens = max_tokens
         self.min_pixels, self.max_pixels, self.factor = min_pixels, max_pixels, factor
+        if breaker_after < 1 or breaker_cooldown < 0:
+            raise ValueError(f"OpenAIJudge needs breaker_after >= 1 and breaker_cooldown >= 0; got {breaker_after}, "
+                             f"{breaker_cooldown}")
+        self.breaker_after, self.breaker_cooldown = breaker_after, breaker_cooldown
+        self._failures_in_a_row, self._open_until = 0, 0.0
+        self._breaker_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openai-judge")
 
     def grounding_size(self, width: int, height: int) -> tuple[int, int]:
@@ -169,7 +195,22 @@ class OpenAIJudge:
         self.close()
 
     def _complete(self, request: list[dict], encoded: dict) -> tuple[str | None, str | None]:
-        """``(reply, None)``, or ``(None, what went wrong)`` once retries are spent."""
+        """``(reply, None)``, or ``(None, what went wrong)`` once retries are spent or the breaker is open."""
+        if time.monotonic() < self._open_until:
+            return None, f"circuit breaker open after {self.breaker_after} failed requests in a row: not sent"
+        reply, error = self._attempts(request, encoded)
+        with self._breaker_lock:
+            if reply is not None:
+                self._failures_in_a_row = 0
+            else:
+                self._failures_in_a_row += 1
+                if self._failures_in_a_row >= self.breaker_after and time.monotonic() >= self._open_until:
+                    self._open_until = time.monotonic() + self.breaker_cooldown
+                    log.warning("OpenAIJudge: %d requests in a row failed (last: %s); failing fast for %.0f s",
+                                self._failures_in_a_row, error, self.breaker_cooldown)
+        return reply, error
+
+    def _attempts(self, request: list[dict], encoded: dict) -> tuple[str | None, str | None]:
         try:
             payload = json.dumps({
                 "model": self.model,
@@ -196,9 +237,10 @@ class OpenAIJudge:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         post = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")
+        end = time.monotonic() + self.timeout
         try:
             with urllib.request.urlopen(post, timeout=self.timeout) as response:
-                body = response.read()
+                body = _read_bounded(response, end)
         except urllib.error.HTTPError as err:
             if err.code >= 500 or err.code in _RETRY_STATUS:
                 raise _Retryable(f"HTTP {err.code}") from err
