@@ -236,3 +236,25 @@ def test_unambiguous_text_in_config_files_converts(tmp_path):
     assert config.lora_target_modules == ("q_proj", "v_proj") and config.top_k is None
     with pytest.raises(ValueError, match="--lr: expected a finite number"):
         load_config(GRPOConfig, None, {"lr": "inf"})
+
+
+def test_a_damaged_resume_checkpoint_is_refused_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    import gotr1.resolve
+    from gotr1.model import tiny_janus
+    from gotr1.sft import SFTTrainer
+    from gotr1.synthetic import write_synthetic_dataset
+
+    data = write_synthetic_dataset(tmp_path / "data", 8, image_size=64)
+    run = tmp_path / "run"
+    SFTTrainer(*tiny_janus(), SFTConfig(data=str(data), output_dir=str(run), max_steps=2, save_every=1, batch_size=4,
+                                        keep_last=None, progress=False)).train()
+    (run / "step-0000002" / "optimizer.pt").write_bytes(b"")
+
+    def no_model_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the checkpoint was checked")
+
+    monkeypatch.setattr(gotr1.resolve, "load_any_policy", no_model_load)
+    args = ["sft", "--data", str(data), "--output-dir", str(tmp_path / "resumed"), "--resume", str(run)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "step-0000002/optimizer.pt: damaged" in err and "newest intact checkpoint is" in err and "step-0000001" in err
