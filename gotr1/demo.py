@@ -59,7 +59,7 @@ from gotr1.model import tiny_janus
 from gotr1.plots import line_plot
 from gotr1.rewards import ColorRuleReward, LayoutRuleReward
 from gotr1.sft import SFTTrainer
-from gotr1.synthetic import draw_sample, synthetic_samples, write_synthetic_dataset
+from gotr1.synthetic import draw_sample, synthetic_samples, write_samples
 from gotr1.threads import set_torch_threads
 from gotr1.vq_train import load_vq, mean_picture_mse, reconstruct, reconstruction_mse
 
@@ -165,8 +165,9 @@ def _gain(before: Evaluation, after: Evaluation) -> dict:
 def _table(evaluations: dict[str, Evaluation], gain: dict) -> str:
     names = list(next(iter(evaluations.values())).per_prompt)
     lines = ["| reward | " + " | ".join(evaluations) + " | GRPO gain |", "|---" * (len(evaluations) + 2) + "|"]
+    summaries = [e.summary() for e in evaluations.values()]
     for name in names:
-        cells = [f"{e.summary()[name]['mean']:.3f} ± {e.summary()[name]['se']:.3f}" for e in evaluations.values()]
+        cells = [f"{s[name]['mean']:.3f} ± {s[name]['se']:.3f}" for s in summaries]
         g = gain[name]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {g['mean']:+.3f} ± {g['se']:.3f} |")
     lines.append("| exact copy (chain names = truth) | " + " | ".join(f"{e.exact:.3f}" for e in evaluations.values()) + " | |")
@@ -193,10 +194,10 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     reward = demo_reward()
 
     print(f"[1/6] synthetic GoT data: {scale.train_samples} samples, the VQ round trip ({threads} threads)")
-    data = write_synthetic_dataset(out / "data", scale.train_samples, image_size=IMAGE_SIZE, seed=seed, grid=GRID,
-                                   relation_noise=RELATION_NOISE)
+    train = synthetic_samples(scale.train_samples, seed=seed, grid=GRID, relation_noise=RELATION_NOISE)
+    _check_chain_cap(processor, train)
+    data = write_samples(out / "data", train, image_size=IMAGE_SIZE)
     held_out = synthetic_samples(scale.held_out, seed=seed + 10_000, grid=GRID)
-    _check_chain_cap(processor, synthetic_samples(scale.train_samples, seed=seed, grid=GRID, relation_noise=RELATION_NOISE))
     vq = _vq_report(model, held_out, reward, out / "vq_recon.png")
     clock.lap("data and VQ")
 

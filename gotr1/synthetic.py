@@ -302,15 +302,19 @@ def write_synthetic_dataset(out_dir: str | Path, num_samples: int, image_size: i
     ``grid`` and ``relation_noise`` as in :func:`synthetic_samples`. Returns the path of ``data.jsonl``
     inside ``out_dir``.
     """
+    return write_samples(out_dir, synthetic_samples(num_samples, seed, compbench_prompts, grid, relation_noise), image_size)
+
+
+def write_samples(out_dir: str | Path, samples: list[SyntheticSample], image_size: int = 64) -> Path:
+    """Write given samples as :func:`write_synthetic_dataset` does; returns the path of ``data.jsonl``."""
     if image_size < 8:
         raise ValueError(f"image_size must be >= 8, got {image_size}")
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     path = out_dir / "data.jsonl"
     with open(path, "w", encoding="utf-8") as f:
-        for i, sample in enumerate(synthetic_samples(num_samples, seed, compbench_prompts, grid, relation_noise)):
+        for i, sample in enumerate(samples):
             image_name = f"images/{i:06d}.png"
             draw_sample(sample, image_size).save(out_dir / image_name)
             f.write(json.dumps({"prompt": sample.prompt, "chain": sample.chain, "image": image_name}) + "\n")
     return path
-
