@@ -90,9 +90,7 @@ class ImageTokenCache:
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             for i, tokens in zip(chunk, self._encode([paths[i] for i in chunk])):
-                tmp = entries[i].with_name(f"{entries[i].stem}.{os.getpid()}.tmp.npy")
-                np.save(tmp, tokens)
-                os.replace(tmp, entries[i])  # concurrent writers of one entry write the same tokens
+                self._store(entries[i], tokens)
         return torch.from_numpy(np.stack([self._load(entry, path) for entry, path in zip(entries, paths)]))
 
     def _load(self, entry: Path, path: Path) -> np.ndarray:
@@ -106,5 +104,11 @@ class ImageTokenCache:
             problem = f"{type(err).__name__}: {err}"
         warnings.warn(f"image token cache entry {entry} for {path} is damaged ({problem}); encoding it again", stacklevel=3)
         tokens = self._encode([path])[0]
-        np.save(entry, tokens)
+        self._store(entry, tokens)
         return tokens
+
+    @staticmethod
+    def _store(entry: Path, tokens: np.ndarray) -> None:
+        tmp = entry.with_name(f"{entry.stem}.{os.getpid()}.tmp.npy")
+        np.save(tmp, tokens)
+        os.replace(tmp, entry)  # concurrent writers of one entry write the same tokens
