@@ -47,7 +47,7 @@ class JudgeUnavailableError(RuntimeError):
 
 
 def _describe(judge) -> str:
-    url = getattr(judge, "base_url", None) or getattr(judge, "url", None)
+    url = getattr(judge, "url", None)  # OpenAIJudge's endpoint; in-process judges have none
     return f"{type(judge).__name__}({url})" if url else type(judge).__name__
 
 

@@ -33,13 +33,13 @@ def _looks_like_a_path(name: str) -> bool:
 
 def load_any_policy(name: str, dtype=None, device=None):
     """``(model, processor)`` of a policy name (see the module docstring)."""
-    if name in ("tiny", "demo"):
-        if name == "demo":
-            from gotr1.demo import demo_policy
+    if name == "tiny":
+        model, processor = tiny_janus()
+        return model.to(device or "cpu"), processor
+    if name == "demo":
+        from gotr1.demo import demo_policy
 
-            model, processor = demo_policy()
-        else:
-            model, processor = tiny_janus()
+        model, processor = demo_policy()
         return model.to(device or "cpu"), processor
     path = Path(name)
     if not path.exists():
