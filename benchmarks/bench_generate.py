@@ -3,7 +3,7 @@
 Workload: 8 prompts x 4 samples (a GRPO batch), each a chain capped at ``--chain-tokens`` then the image
 tokens with CFG (guidance 5, temperature 1, no top-k/p), random weights. Three implementations:
 
-* **gotr1**: :func:`gotr1.generate.generate_chains` + :func:`gotr1.generate.generate_images` (all rows in one
+* **gotr1**: :func:`gotr1.rollout.chains.generate_chains` + :func:`gotr1.rollout.images.generate_images` (all rows in one
   batch, the chain's KV cache reused, fused sampling; on CUDA with and without CUDA graphs);
 * **transformers**: ``model.generate`` for the chains (batched, ``min_new_tokens`` = the cap so every row
   is full-length, as random weights almost never stop anyway), then
@@ -38,10 +38,10 @@ import time
 import torch
 from transformers import DynamicCache, StaticCache
 
-from gotr1.generate import format_prompt, generate_chains, generate_images
-from gotr1.image_decode import num_image_tokens
 from gotr1.kernels.sampling import sample
-from gotr1.model import cache_keyword, got_token_ids, random_janus
+from gotr1.policy.model import cache_keyword, got_token_ids, num_image_tokens, random_janus
+from gotr1.policy.tokens import format_prompt
+from gotr1.rollout import Sampling, generate_chains, generate_images
 
 PROMPTS = [
     "a red apple on the left of a blue car",
@@ -75,7 +75,7 @@ def _timed(fn, device):
 
 def run_gotr1(model, processor, prompts, samples, cap, device, cuda_graph):
     chains, chain_s = _timed(
-        lambda: generate_chains(model, processor, prompts, samples, max_new_tokens=cap, seed=0), device
+        lambda: generate_chains(model, processor, prompts, samples, Sampling(max_chain_tokens=cap, seed=0)), device
     )
     width = chains.cache.length  # slots before the first image token (prompt + chain)
     _, image_s = _timed(lambda: generate_images(model, processor, chains, cuda_graph=cuda_graph), device)
@@ -208,7 +208,7 @@ def _log(message: str) -> None:
 
 def _warm_up(model, processor, prompts, samples, device):
     """Compile the sampling kernel for both phases' shapes and warm the GEMMs, outside the timings."""
-    generate_chains(model, processor, prompts, samples, max_new_tokens=2)
+    generate_chains(model, processor, prompts, samples, Sampling(max_chain_tokens=2))
     rows, codebook = len(prompts) * samples, model.config.vq_config.num_embeddings
     logits = torch.zeros(rows, codebook, device=device, dtype=model.lm_head.weight.dtype)
     step = torch.zeros(1, dtype=torch.long, device=device)
@@ -291,7 +291,7 @@ def main(argv=None):
     parser.add_argument("--image-size", type=int, default=None, help="GPU section image size (default 384)")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--chain-tokens", type=int, default=32, help="chain cap (max_new_tokens)")
+    parser.add_argument("--chain-tokens", type=int, default=32, help="chain cap (Sampling.max_chain_tokens)")
     parser.add_argument("--repeats", type=int, default=0, help="timed gotr1 runs (0: 3 on CPU, 2 on CUDA)")
     parser.add_argument("--ref-images", type=int, default=0, help="images for the reference loop (0: all on CPU, 2 on CUDA)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

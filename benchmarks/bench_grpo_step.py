@@ -19,11 +19,11 @@ import time
 import numpy as np
 import torch
 
-from gotr1.config import GRPOConfig
-from gotr1.distributed import join_process_group, leave_process_group, local_device, rank_and_world
-from gotr1.grpo import GRPOTrainer
-from gotr1.model import random_janus
-from gotr1.synthetic import synthetic_samples
+from gotr1.demo.synthetic import synthetic_samples
+from gotr1.grpo.config import GRPOConfig
+from gotr1.grpo.trainer import GRPOTrainer
+from gotr1.policy.model import random_janus
+from gotr1.train.distributed import join_process_group, leave_process_group, local_device, rank_and_world
 
 
 def length_reward(prompts, chains, images, judge=None):

@@ -20,14 +20,18 @@ import argparse
 import multiprocessing
 import platform
 import statistics
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
 from gotr1.chain import Box, ChainObject, format_chain
 from gotr1.rewards import OpenAIJudge, score_batch, tiny_judge
-from gotr1.rewards.fake_server import FakeOpenAIServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fake judge server is a test stand-in
+from fake_judge_server import FakeOpenAIServer  # noqa: E402
 
 NOUNS = ["cat", "dog", "red apple", "blue vase", "green bench", "bicycle", "lamp", "yellow cup", "horse", "clock"]
 RELATIONS = ["on the left of", "on the right of", "on the top of", "next to", "below"]

@@ -51,7 +51,7 @@ step bench_grpo_loss 120 $PY benchmarks/bench_grpo_loss.py --no-compile --markdo
 step bench_sampling 100 $PY benchmarks/bench_sampling.py --markdown "$OUT/bench_sampling.md"
 step bench_generate 240 $PY benchmarks/bench_generate.py --skip-cpu --markdown "$OUT/bench_generate.md"
 step bench_grpo_step 150 $PY benchmarks/bench_grpo_step.py --steps 2 --markdown "$OUT/bench_grpo_step.md"
-# The same step sharded with FSDP2 on one rank: the CUDA path of gotr1.sharding (bf16 gathers, NCCL).
+# The same step sharded with FSDP2 on one rank: the CUDA path of gotr1.policy.sharding (bf16 gathers, NCCL).
 step bench_grpo_step_fsdp 150 $PY -m torch.distributed.run --standalone --nproc_per_node=1 \
     benchmarks/bench_grpo_step.py --steps 1 --fsdp --markdown "$OUT/bench_grpo_step_fsdp.md"
 

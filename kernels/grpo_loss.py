@@ -11,8 +11,10 @@ Public API (everything the trainer needs is importable from here):
   materialising the logits (``fused_linear_grpo.py``).
 
 Which implementation runs follows ``_dispatch.use_triton``: compiled Triton on CUDA, the Triton interpreter
-on CPU when ``TRITON_INTERPRET=1``, else the torch reference. Conventions (DESIGN.md, "GRPO conventions") are
-spelled out in ``grpo_reference.py``; kernel formulas and derivatives in ``_grpo_kernels.py``.
+on CPU when ``TRITON_INTERPRET=1``, else the torch reference. The GRPO conventions (``docs/architecture.md``)
+are spelled out in ``grpo_reference.py``; kernel formulas and derivatives in ``_grpo_kernels.py``. The names
+of the loss types (``LOSS_TYPES``), advantage scalings (``SCALES``) and metrics (``METRIC_NAMES``) are
+defined here once; gotr1's configs and trainer import them.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from __future__ import annotations
 import torch
 
 from ._dispatch import use_triton
-from .advantages import group_advantages, group_advantages_reference
+from .advantages import SCALES, group_advantages, group_advantages_reference
 from .fused_linear_grpo import fused_linear_grpo_loss
 from .grpo_reference import (
+    LOSS_TYPES,
+    METRIC_NAMES,
     LossOptions,
     check_inputs,
     check_logits,
@@ -167,6 +171,7 @@ def selective_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, temperatur
 
 
 __all__ = [
+    "LOSS_TYPES", "METRIC_NAMES", "SCALES",
     "group_advantages", "group_advantages_reference", "selective_logprobs", "selective_logprobs_reference",
     "grpo_loss", "grpo_loss_reference", "fused_linear_grpo_loss",
 ]

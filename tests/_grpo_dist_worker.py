@@ -2,7 +2,7 @@
 --nproc_per_node=2 _grpo_dist_worker.py MODE OUT``.
 
 ``replicated``: two LoRA GRPO steps with every rank holding the whole model; each rank saves its trainable
-weights to ``OUT/rank<r>.pt``.
+weights to ``OUT/rank<r>.pt`` and what its ``train()`` returned to ``OUT/rank<r>.json``.
 
 ``fsdp``: full fine-tuning with a KL reference (the 7B recipe) three ways, starting from the same weights:
 replicated, FSDP-sharded (a checkpoint each step), and FSDP resumed from the sharded run's first
@@ -10,6 +10,7 @@ checkpoint; and LoRA with a KL reference (adapters disabled), replicated, sharde
 Rank 0 saves the whole trained weights of each to ``OUT/<run>.pt``.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -17,10 +18,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from gotr1.config import GRPOConfig
-from gotr1.grpo import GRPOTrainer
-from gotr1.model import tiny_janus
-from gotr1.sharding import full_tensor, is_sharded
+from gotr1.grpo.config import GRPOConfig
+from gotr1.grpo.trainer import GRPOTrainer
+from gotr1.policy.model import tiny_janus
+from gotr1.policy.sharding import full_tensor, is_sharded
 
 PROMPTS = ["a red square on the left of a blue circle", "two green triangles", "a yellow circle above a black square"]
 
@@ -29,15 +30,18 @@ def length_reward(prompts, chains, images, judge=None):
     return np.array([(len(c.text) % 13) / 12 for c in chains], dtype=np.float32), {}
 
 
-def train(out_dir: Path, **overrides) -> dict:
-    """Two GRPO steps from tiny_janus(seed=0); the whole trainable weights afterwards (on every rank)."""
+def train(out_dir: Path, history: list | None = None, **overrides) -> dict:
+    """Two GRPO steps from tiny_janus(seed=0); the whole trainable weights afterwards (on every rank).
+    ``history`` receives what ``train()`` returned."""
     torch.manual_seed(0)
     config = GRPOConfig(output_dir=str(out_dir), prompts_per_step=2, group_size=3, max_chain_tokens=10, max_steps=2,
                         micro_batch_size=2, lr=5e-3, lora_rank=4, progress=False, sample_every=0, **overrides)
     trainer = GRPOTrainer(*tiny_janus(seed=0), {"length": length_reward}, config, PROMPTS)
     assert is_sharded(trainer.model) == config.fsdp
-    trainer.train()
+    returned = trainer.train()
     trainer.close()
+    if history is not None:
+        history.extend(returned)
     return {n: full_tensor(p.detach()).clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
 
 
@@ -46,7 +50,9 @@ def main(mode: str, out: str) -> None:
     out = Path(out)
     rank = dist.get_rank()
     if mode == "replicated":
-        torch.save(train(out), out / f"rank{rank}.pt")
+        history = []
+        torch.save(train(out, history), out / f"rank{rank}.pt")
+        (out / f"rank{rank}.json").write_text(json.dumps(history))
     else:
         full = dict(use_lora=False, beta=0.04, save_every=1, keep_last=None)
         runs = {"replicated": train(out / "replicated", **full),

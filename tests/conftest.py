@@ -1,7 +1,12 @@
-"""Shared test setup: the Triton interpreter on CPU-only machines, and seeded randomness."""
+"""Shared test setup: the Triton interpreter on CPU-only machines, seeded randomness, and the test
+stand-ins of this folder (``fake_judge_server``) importable by name."""
 
 import os
 import random
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 # Must be set before any @triton.jit kernel is decorated, i.e. before gotr1.kernels is imported.
 try:

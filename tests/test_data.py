@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 
 from gotr1.chain import parse_chain
-from gotr1.data import GoTDataError, GoTDataset
-from gotr1.rewards import LayoutRuleReward
-from gotr1.rewards.rules import read_prompt
-from gotr1.synthetic import (
+from gotr1.demo.synthetic import (
     COLORS,
     compbench_sample,
     draw_sample,
@@ -19,6 +16,9 @@ from gotr1.synthetic import (
     synthetic_samples,
     write_synthetic_dataset,
 )
+from gotr1.rewards import LayoutRuleReward
+from gotr1.rewards.rules import read_prompt
+from gotr1.train.data import GoTDataError, GoTDataset
 
 COMPBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "t2i-compbench"
 

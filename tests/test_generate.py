@@ -1,21 +1,18 @@
-"""gotr1.generate / gotr1.image_decode: parity with transformers, log-probs vs teacher forcing, seeding, errors."""
+"""gotr1.rollout: parity with transformers, log-probs vs teacher forcing, seeding, errors."""
+
+import dataclasses
 
 import pytest
 import torch
 from transformers import StaticCache
 
 from gotr1.chain import Chain
-from gotr1.generate import (
-    ChainBatch,
-    Rollout,
-    decode_images,
-    format_prompt,
-    generate_chains,
-    generate_images,
-    rollout,
-)
-from gotr1.model import cache_keyword, got_token_ids, tiny_janus
-from gotr1.teacher_forcing import teacher_forced_hidden
+from gotr1.policy.forward import teacher_forced_hidden
+from gotr1.policy.model import cache_keyword, got_token_ids, tiny_janus
+from gotr1.policy.tokens import format_prompt
+from gotr1.rollout import ChainBatch, Rollout, Sampling, decode_images, generate_chains, generate_images, rollout
+
+SAMPLING_FIELDS = {f.name for f in dataclasses.fields(Sampling)}
 
 PROMPTS = [
     "a red apple on the left of a blue car",
@@ -67,10 +64,11 @@ def _with_varied_lengths(generate):
     pytest.fail("no seed in 5..9 gave chains of different lengths; raise the <begin_of_image> boost")
 
 
-def _rollout(policy, **kwargs):
-    args = dict(num_samples=2, max_new_tokens=12, seed=5, decode=False)
-    args.update(kwargs)
-    return rollout(*policy, kwargs.pop("prompts", PROMPTS), **{k: v for k, v in args.items() if k != "prompts"})
+def _rollout(policy, prompts=PROMPTS, num_samples=2, **kwargs):
+    """A rollout with 12-token chains and seed 5 unless ``kwargs`` say otherwise (Sampling fields or options)."""
+    settings = {"max_chain_tokens": 12, "seed": 5, **{k: v for k, v in kwargs.items() if k in SAMPLING_FIELDS}}
+    options = {"decode": False, **{k: v for k, v in kwargs.items() if k not in SAMPLING_FIELDS}}
+    return rollout(*policy, prompts, num_samples, Sampling(**settings), **options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +94,7 @@ def test_greedy_chains_match_transformers_generate():
     model, processor = _boosted(4.5)  # greedy chains of 3 to 11 tokens
     ids = got_token_ids(processor)
     cap = 24
-    chains = generate_chains(model, processor, PROMPTS, max_new_tokens=cap, top_k=1)
+    chains = generate_chains(model, processor, PROMPTS, sampling=Sampling(max_chain_tokens=cap, top_k=1))
     lengths = chains.chain_lengths.tolist()
     assert min(lengths) < cap + 1, "some chain should stop on its own"
     reference = model.generate(
@@ -121,13 +119,14 @@ def test_greedy_images_match_transformers_generate(policy):
     """Same prefix (prompt + sampled chain + <begin_of_image>), same guidance: the same image tokens."""
     model, processor = policy
     chains = _with_varied_lengths(
-        lambda seed: generate_chains(model, processor, PROMPTS, num_samples=2, max_new_tokens=10, seed=seed)
+        lambda seed: generate_chains(model, processor, PROMPTS, num_samples=2, sampling=Sampling(max_chain_tokens=10, seed=seed))
     )
     prefixes = [
         torch.cat([chains.prompt_ids[r][chains.prompt_mask[r]], chains.chain_ids[r, :n]])
         for r, n in enumerate(chains.chain_lengths.tolist())
     ]
-    images = generate_images(model, processor, chains, guidance=5.0, top_k=1)
+    chains.sampling = dataclasses.replace(chains.sampling, guidance=5.0, top_k=1)  # a greedy image phase
+    images = generate_images(model, processor, chains)
     steps = model.config.vision_config.num_image_tokens
     got, want = [], []
     for row, prefix in enumerate(prefixes):
@@ -155,8 +154,8 @@ def _teacher_forced_logprobs(model, r: Rollout):
     """One forward over prompt + chain + image tokens (what SFT and GRPO run); chain and conditional image log-probs."""
     with torch.no_grad():
         chain_hidden, image_hidden = teacher_forced_hidden(model, r)
-    chain_lp = (model.lm_head(chain_hidden).float() / r.temperature).log_softmax(-1)
-    image_lp = (model.model.generation_head(image_hidden).float() / r.temperature).log_softmax(-1)
+    chain_lp = (model.lm_head(chain_hidden).float() / r.sampling.temperature).log_softmax(-1)
+    image_lp = (model.model.generation_head(image_hidden).float() / r.sampling.temperature).log_softmax(-1)
     return chain_lp.gather(2, r.chain_ids[..., None])[..., 0], image_lp.gather(2, r.image_ids[..., None])[..., 0]
 
 
@@ -199,7 +198,7 @@ def test_rollout_layout(policy):
     rows = len(PROMPTS) * 2
     assert isinstance(r, Rollout) and len(r) == rows
     assert r.group.tolist() == [0, 0, 1, 1, 2, 2]
-    assert r.prompts == PROMPTS and r.num_samples == 2 and r.guidance == 5.0
+    assert r.prompts == PROMPTS and r.num_samples == 2 and r.sampling.guidance == 5.0
     assert r.prompt_ids.shape == r.prompt_mask.shape and r.prompt_ids.shape[0] == rows
     assert r.prompt_mask[:, -1].all(), "prompts are left-padded"
     assert torch.equal(r.prompt_ids[0], r.prompt_ids[1])
@@ -213,19 +212,19 @@ def test_rollout_layout(policy):
 def test_cap_appends_begin_of_image_outside_the_mask():
     model, processor = tiny_janus(seed=0)  # unboosted: <begin_of_image> is never sampled in 5 steps
     boi = got_token_ids(processor).boi
-    chains = generate_chains(model, processor, PROMPTS[:2], num_samples=2, max_new_tokens=5)
+    chains = generate_chains(model, processor, PROMPTS[:2], num_samples=2, sampling=Sampling(max_chain_tokens=5))
     assert chains.chain_lengths.tolist() == [6] * 4
     assert torch.all(chains.chain_ids[:, -1] == boi)
     assert chains.chain_mask[:, :5].all() and not chains.chain_mask[:, 5].any()
     assert torch.all(chains.chain_logprobs[:, 5] == 0)
-    empty = generate_chains(model, processor, PROMPTS[:1], max_new_tokens=0)
+    empty = generate_chains(model, processor, PROMPTS[:1], sampling=Sampling(max_chain_tokens=0))
     assert empty.chain_ids.tolist() == [[boi]] and empty.texts == [""]
     images = generate_images(model, processor, empty)
     assert images.image_ids.shape == (1, 16)
 
 
 def test_chain_cache_is_consumed_once(policy):
-    chains = generate_chains(*policy, PROMPTS[:1], max_new_tokens=4)
+    chains = generate_chains(*policy, PROMPTS[:1], sampling=Sampling(max_chain_tokens=4))
     assert isinstance(chains, ChainBatch) and chains.cache is not None
     generate_images(*policy, chains)
     assert chains.cache is None
@@ -263,7 +262,7 @@ def test_decode_images_matches_the_vq_decoder(policy):
         ({"prompts": "a cat"}, "prompts"),
         ({"prompts": ["a cat", 3]}, "prompts"),
         ({"prompts": ["a cat", "cat " * 1200]}, r"prompts\[1\]"),
-        ({"max_new_tokens": 5000}, "max_new_tokens"),
+        ({"max_chain_tokens": 5000}, "max_chain_tokens"),
         ({"num_samples": 0}, "num_samples"),
         ({"temperature": 0.0}, "temperature"),
         ({"temperature": -1.0}, "temperature"),
@@ -312,7 +311,7 @@ class _EagerGraph:
 
 def test_graph_path_logic_on_cpu(policy, monkeypatch):
     """The CUDA-graph path (fixed attention spans in buckets, warm-up undone) reproduces eager decoding."""
-    import gotr1.image_decode as image_decode
+    import gotr1.rollout.images as image_decode
 
     captured = []
 
@@ -336,4 +335,4 @@ def test_graph_path_logic_on_cpu(policy, monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
 def test_cuda_graph_needs_cuda(policy):
     with pytest.raises(ValueError, match="cuda_graph"):
-        _rollout(policy, prompts=PROMPTS[:1], num_samples=1, max_new_tokens=2, cuda_graph=True)
+        _rollout(policy, prompts=PROMPTS[:1], num_samples=1, max_chain_tokens=2, cuda_graph=True)

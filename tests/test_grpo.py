@@ -1,6 +1,7 @@
 """The GRPO trainer on the tiny model: a step's effects and metrics, micro-batching vs one big batch, resume,
 two-rank runs (replicated and FSDP2-sharded)."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -12,13 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from gotr1.config import GRPOConfig
-from gotr1.grpo import GRPOTrainer
-from gotr1.grpo_loss_step import LogProbs, loss_and_backward, loss_normalizer
-from gotr1.grpo_rewards import RuleReward
+from gotr1.grpo.config import GRPOConfig
+from gotr1.grpo.trainer import GRPOTrainer
+from gotr1.grpo.update import loss_and_backward, loss_normalizer
 from gotr1.kernels.grpo_loss import grpo_loss_reference
-from gotr1.model import got_token_ids, load_policy, tiny_janus
-from gotr1.teacher_forcing import teacher_forced_hidden
+from gotr1.policy.forward import teacher_forced_hidden
+from gotr1.policy.model import got_token_ids, load_policy, tiny_janus
+from gotr1.policy.tokens import LogProbs
+from gotr1.rewards.policy_reward import RuleReward
+from gotr1.rollout import Sampling
 
 PROMPTS = ["a red square on the left of a blue circle", "two green triangles", "a yellow circle above a black square",
            "a pink square and a brown triangle"]
@@ -71,7 +74,7 @@ def test_micro_batched_update_equals_one_big_batch_reference(tmp_path, loss_type
     ref = LogProbs(r.chain_logprobs - 0.01, r.image_logprobs + 0.02)  # a reference that differs a little
     chain_tokens = int(r.chain_mask.sum())
     normalizer = loss_normalizer(r, cfg, len(r), chain_tokens + r.image_ids.numel())
-    loss_and_backward(model, r, r.chain_mask, advantages, old, ref, cfg, normalizer, tokens)
+    loss_and_backward(model, r, advantages, old=old, ref=ref, config=cfg, normalizer=normalizer, tokens=tokens)
     micro = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
 
@@ -149,6 +152,21 @@ def test_bad_configuration_is_rejected_with_the_field_name(tmp_path):
         _config(tmp_path, group_size=1)
     with pytest.raises(TypeError, match="reward must be"):
         GRPOTrainer(*tiny_janus(), 3, _config(tmp_path), PROMPTS)
+    with pytest.raises(ValueError, match=r"GRPOConfig.temperature must be > 0, got 0"):
+        _config(tmp_path, temperature=0)
+    with pytest.raises(ValueError, match=r"GRPOConfig.top_p must be in \(0, 1\] or None"):
+        _config(tmp_path, top_p=1.5)
+
+
+def test_the_config_samples_with_its_own_fields_and_sampling_defaults():
+    config = GRPOConfig(temperature=0.7, top_k=5, guidance=3.0, max_chain_tokens=64, seed=9)
+    assert config.sampling == Sampling(max_chain_tokens=64, temperature=0.7, top_k=5, guidance=3.0, seed=9)
+    defaults, sampling = GRPOConfig(), Sampling()
+    assert (defaults.max_chain_tokens, defaults.temperature, defaults.top_k, defaults.top_p, defaults.guidance) == \
+        (sampling.max_chain_tokens, sampling.temperature, sampling.top_k, sampling.top_p, sampling.guidance)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sampling.temperature = 2.0
+    assert sampling.with_seed(4).seed == 4 and sampling.seed == 0
 
 
 def _torchrun_worker(mode: str, out: Path) -> None:
@@ -166,8 +184,13 @@ def test_two_ranks_with_gloo_end_with_identical_parameters(tmp_path):
     assert rank0.keys() == rank1.keys() and rank0
     for name in rank0:
         torch.testing.assert_close(rank0[name], rank1[name], rtol=0, atol=0, msg=name)
-    steps = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if line]
+    steps = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if line]
     assert len(steps) == 2  # rank 0 alone logs
+    # train() returns the same steps on every rank: the metrics are summed over ranks (timings are each rank's own).
+    returned = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    global_keys = [k for k in steps[0] if not k.startswith(("seconds", "tokens_per_s"))]
+    for r in (0, 1):
+        assert [{k: m[k] for k in global_keys} for m in returned[r]] == [{k: m[k] for k in global_keys} for m in steps]
     assert any("lora_B" in n and rank0[n].abs().sum() > 0 for n in rank0), "the adapters did not move"
 
 
@@ -227,8 +250,8 @@ def test_the_demo_learns_in_both_stages(tmp_path):
 def test_judge_failures_score_zero_are_counted_and_the_run_goes_on(tmp_path):
     """A random judge writes unparsable replies: the step completes, no sample gets a good score from it, and the
     failures are in the metrics (one outage step is below the abort limit)."""
-    from gotr1.grpo_rewards import JudgeReward
     from gotr1.rewards import tiny_judge
+    from gotr1.rewards.policy_reward import JudgeReward
 
     trainer = GRPOTrainer(*tiny_janus(seed=5), JudgeReward(tiny_judge(seed=0, max_new_tokens=4)),
                           _config(tmp_path, max_steps=1), PROMPTS)
@@ -238,8 +261,8 @@ def test_judge_failures_score_zero_are_counted_and_the_run_goes_on(tmp_path):
 
 
 def test_a_dead_judge_is_refused_before_the_first_step(tmp_path):
-    from gotr1.grpo_rewards import JudgeReward, JudgeUnavailableError
     from gotr1.rewards import OpenAIJudge
+    from gotr1.rewards.policy_reward import JudgeReward, JudgeUnavailableError
 
     judge = OpenAIJudge("http://127.0.0.1:9/v1", "judge", timeout=0.5, max_retries=1, backoff=0.01)
     trainer = GRPOTrainer(*tiny_janus(seed=5), JudgeReward(judge), _config(tmp_path, max_steps=2), PROMPTS)
@@ -249,8 +272,8 @@ def test_a_dead_judge_is_refused_before_the_first_step(tmp_path):
 
 
 def test_consecutive_judge_outages_stop_the_run_with_a_checkpoint(tmp_path):
-    from gotr1.grpo_rewards import JudgeReward, JudgeUnavailableError
     from gotr1.rewards import tiny_judge
+    from gotr1.rewards.policy_reward import JudgeReward, JudgeUnavailableError
 
     config = _config(tmp_path, max_steps=5, save_every=100, max_judge_outage_steps=2)
     trainer = GRPOTrainer(*tiny_janus(seed=5), JudgeReward(tiny_judge(seed=0, max_new_tokens=4)), config, PROMPTS)
@@ -282,9 +305,9 @@ def test_lora_adapters_start_from_the_config_seed_whatever_was_drawn_before(tmp_
 _TWO_STEPS = """
 import json, sys
 import numpy as np
-from gotr1.config import GRPOConfig
-from gotr1.grpo import GRPOTrainer
-from gotr1.model import load_policy
+from gotr1.grpo.config import GRPOConfig
+from gotr1.grpo.trainer import GRPOTrainer
+from gotr1.policy.model import load_policy
 def length(prompts, chains, images, judge=None):
     return np.array([(len(c.text) % 13) / 12 for c in chains], dtype=np.float32), {}
 folder, out, use_lora = sys.argv[1], sys.argv[2], sys.argv[3] == "lora"

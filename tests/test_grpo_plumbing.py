@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from gotr1.config import GRPOConfig
-from gotr1.generate import rollout
-from gotr1.grpo import GRPOTrainer
+from gotr1.grpo.config import GRPOConfig
+from gotr1.grpo.trainer import GRPOTrainer
 from gotr1.kernels import _dispatch
-from gotr1.model import tiny_janus
+from gotr1.policy.model import tiny_janus
+from gotr1.rollout import Sampling, rollout
 
 PROMPTS = ["a red square on the left of a blue circle", "two green triangles", "a yellow circle above a black square",
            "a pink square and a brown triangle"]
@@ -50,7 +50,7 @@ def _code_share_reward(trainer_box: list, code: int):
 
 def _held_out_statistics(model, processor, code: int | None = None) -> tuple[float, torch.Tensor, float]:
     """Digit share of chains, image tokens and share of ``code`` over 4 prompts x 16 samples at a fixed seed."""
-    r = rollout(model.eval(), processor, PROMPTS, 16, max_new_tokens=CHAIN_TOKENS, seed=123)
+    r = rollout(model.eval(), processor, PROMPTS, 16, Sampling(max_chain_tokens=CHAIN_TOKENS, seed=123))
     digits = float(digit_share(PROMPTS, r.chains)[0].mean())
     share = float((r.image_ids == code).float().mean()) if code is not None else float("nan")
     return digits, r.image_ids, share

@@ -1,10 +1,10 @@
-"""gotr1.model: the tiny preset, save/load round trips, the GoT tokens, and the real-size configs."""
+"""gotr1.policy.model: the tiny preset, save/load round trips, the GoT tokens, and the real-size configs."""
 
 import pytest
 import torch
 
 from gotr1.chain import GOT_TOKENS
-from gotr1.model import GoTTokens, got_token_ids, janus_config, load_policy, tiny_janus
+from gotr1.policy.model import GoTTokens, got_token_ids, janus_config, load_policy, tiny_janus
 
 
 def _save(model, processor, folder):

@@ -9,6 +9,7 @@ import pytest
 from gotr1.chain import parse_chain
 from gotr1.rewards import (
     Judge,
+    JudgeReward,
     RewardCache,
     RewardConfig,
     RewardWorker,
@@ -139,7 +140,7 @@ def test_reward_worker_scores_in_the_background():
             return super().chat(requests)
 
     judge = SlowJudge(SCRIPT)
-    with RewardWorker(judge, RewardConfig(w_ri=0, w_pi=0)) as worker:
+    with RewardWorker(JudgeReward(judge, RewardConfig(w_ri=0, w_pi=0))) as worker:
         start = time.monotonic()
         first = worker.submit(PROMPTS, CHAINS, None)
         second = worker.submit(PROMPTS, CHAINS, None)

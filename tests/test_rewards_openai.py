@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from gotr1.rewards import OpenAIJudge, RewardCache, score_batch, semantic_reward
-from gotr1.rewards.fake_server import FakeOpenAIServer
+from fake_judge_server import FakeOpenAIServer
 
 TIMEOUT = 0.5
 CHAIN = (

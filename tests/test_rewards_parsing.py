@@ -11,6 +11,7 @@ from gotr1.rewards import (
     RewardConfig,
     best_iou,
     combine,
+    combine_scores,
     extract_json,
     normalize_score,
     parse_bboxes,
@@ -226,6 +227,21 @@ def test_pixels_to_unit_and_iou_against_chain_boxes():
 SEM, SPA, RI, PI = [0.8, 0.2, 1.0], [0.4, 0.6, 0.0], [0.5, 0.9, 1.0], [0.9, 0.1, 1.0]
 
 
+def test_combine_scores_is_the_one_nan_rule_for_rule_and_judge_rewards():
+    scores = {"a": [0.5, np.nan, 0.2, np.nan], "b": [0.4, 0.6, np.nan, np.nan]}
+    np.testing.assert_allclose(combine_scores(scores, "product"), [0.2, 0.6, 0.2, np.nan], rtol=1e-6)
+    np.testing.assert_allclose(combine_scores(scores, "sum"), [0.45, 0.6, 0.2, np.nan], rtol=1e-6)
+    weighted = combine_scores(scores, "sum", {"a": 3.0, "b": 1.0})
+    np.testing.assert_allclose(weighted, [(3 * 0.5 + 0.4) / 4, 0.6, 0.2, np.nan], rtol=1e-6)
+    averaged = combine_scores({**scores, "c": [0.5, 0.5, 0.5, 0.5]}, "product", averaged=("a", "b"))
+    np.testing.assert_allclose(averaged, [0.45 * 0.5, 0.6 * 0.5, 0.2 * 0.5, 0.5], rtol=1e-6)
+    assert combine_scores(scores, "product").dtype == np.float32
+    with pytest.raises(ValueError, match="mode"):
+        combine_scores(scores, "mean")
+    with pytest.raises(ValueError, match="different lengths"):
+        combine_scores({"a": [0.5], "b": [0.5, 0.5]})
+
+
 def test_combine_product_is_the_paper_formula():
     got = combine(SEM, SPA, RI, PI)
     expected = [0.9 * (0.8 + 0.4) / 2 * 0.5, 0.1 * (0.2 + 0.6) / 2 * 0.9, 1.0 * 0.5 * 1.0]
@@ -248,9 +264,11 @@ def test_combine_weights_and_sum_mode():
     np.testing.assert_allclose(combine(SEM, SPA, None, PI, config=cfg), [0.9 * 0.6, 0.1 * 0.4, 0.5], rtol=1e-6)
 
 
-def test_combine_nan_propagates_and_bad_configs_are_rejected():
-    got = combine([0.5], [0.5], [np.nan], [1.0])
-    assert np.isnan(got[0])
+def test_combine_leaves_out_components_that_do_not_apply_and_rejects_bad_configs():
+    # NaN = not applicable (e.g. R_RI without an image): left out of the product, not a zero, not a NaN total.
+    got = combine([0.5, 0.5, np.nan], [0.5, np.nan, np.nan], [np.nan, 0.8, np.nan], [1.0, 0.5, np.nan])
+    np.testing.assert_allclose(got[:2], [0.5, 0.5 * 0.8 * 0.5], rtol=1e-6)
+    assert np.isnan(got[2]), "no component applies: no score"
     with pytest.raises(ValueError, match="ri is None"):
         combine(SEM, SPA, None, PI)
     with pytest.raises(ValueError, match="different lengths"):

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from gotr1.chain import parse_chain
-from gotr1.config import SFTConfig
-from gotr1.data import GoTDataError
-from gotr1.generate import generate_chains
-from gotr1.model import tiny_janus
-from gotr1.sft import SFTTrainer
-from gotr1.synthetic import write_synthetic_dataset
+from gotr1.demo.synthetic import write_synthetic_dataset
+from gotr1.policy.model import tiny_janus
+from gotr1.rollout import Sampling, generate_chains
+from gotr1.train.config import SFTConfig
+from gotr1.train.data import GoTDataError
+from gotr1.train.sft import SFTTrainer
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_loss_falls_and_the_model_then_writes_parsable_chains(data, tmp_path):
     assert log[-1]["chain_loss"] < 1.0 and log[-1]["image_loss"] < log[0]["image_loss"]
     assert {"lr", "grad_norm", "tokens_per_s", "chain_loss", "image_loss"} <= set(log[-1])
     prompts = [trainer.dataset[i].prompt for i in range(4)]
-    chains = generate_chains(trainer.model.eval(), processor, prompts, max_new_tokens=120, top_k=1)
+    chains = generate_chains(trainer.model.eval(), processor, prompts, sampling=Sampling(max_chain_tokens=120, top_k=1))
     parsed = [parse_chain(text) for text in chains.texts]
     assert sum(len(c.objects) > 0 for c in parsed) >= 3, chains.texts
     # The metrics log and the final checkpoint are on disk.
@@ -129,7 +129,7 @@ def test_resuming_an_older_step_never_overwrites_newer_checkpoints(data, tmp_pat
 
 
 def test_metrics_log_survives_a_torn_last_line_and_names_a_broken_one(tmp_path):
-    from gotr1.training import MetricsLog
+    from gotr1.train.metrics_log import MetricsLog
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
@@ -144,7 +144,7 @@ def test_metrics_log_survives_a_torn_last_line_and_names_a_broken_one(tmp_path):
 @pytest.mark.parametrize("damage", ["0xff_weights", "truncated_weights", "empty_scheduler", "truncated_optimizer",
                                     "state_without_step", "state_not_json"])
 def test_a_damaged_checkpoint_is_refused_by_name_before_training(data, tmp_path, damage):
-    from gotr1.checkpoint import CorruptCheckpointError
+    from gotr1.train.checkpoint import CorruptCheckpointError
 
     run = tmp_path / "run"
     SFTTrainer(*tiny_janus(seed=0), _config(data, run, max_steps=4, save_every=2, keep_last=None)).train()
@@ -177,7 +177,7 @@ def test_a_damaged_checkpoint_is_refused_by_name_before_training(data, tmp_path,
 def test_nan_weights_in_a_checkpoint_without_checksums_are_refused(data, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from gotr1.checkpoint import CorruptCheckpointError
+    from gotr1.train.checkpoint import CorruptCheckpointError
 
     run = tmp_path / "run"
     SFTTrainer(*tiny_janus(seed=0), _config(data, run, max_steps=2, save_every=2)).train()
@@ -192,8 +192,8 @@ def test_nan_weights_in_a_checkpoint_without_checksums_are_refused(data, tmp_pat
 
 
 def test_a_damaged_image_token_cache_entry_is_encoded_again(data, tmp_path):
-    from gotr1.data import GoTDataset
-    from gotr1.image_tokens import ImageTokenCache
+    from gotr1.train.data import GoTDataset
+    from gotr1.train.image_tokens import ImageTokenCache
 
     model, _ = tiny_janus(seed=0)
     cache = ImageTokenCache(model, tmp_path / "cache")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from gotr1.model import janus_parts, tiny_janus
-from gotr1.synthetic import draw_sample, synthetic_samples
-from gotr1.vq_train import DEMO_VQ, load_vq, mean_picture_mse, reconstruct, reconstruction_mse, save_vq, train_vq
+from gotr1.demo.synthetic import DEMO_GRID, DEMO_IMAGE_SIZE, draw_sample, synthetic_samples
+from gotr1.demo.vq_train import DEMO_VQ, load_vq, mean_picture_mse, reconstruct, reconstruction_mse, save_vq, train_vq
+from gotr1.policy.model import janus_parts, tiny_janus
 
 
 def _pictures(count=16, size=64):
@@ -49,13 +49,12 @@ def test_loading_refuses_a_missing_file_and_another_configuration(tmp_path):
 
 def test_the_shipped_demo_tokenizer_keeps_the_colours_of_the_demo_pictures():
     """What the demo relies on: the round trip keeps each object's colour inside its box."""
-    from gotr1.demo import GRID, IMAGE_SIZE
     from gotr1.rewards import ColorRuleReward
 
-    model, _ = tiny_janus(seed=0, image_size=IMAGE_SIZE)
+    model, _ = tiny_janus(seed=0, image_size=DEMO_IMAGE_SIZE)
     load_vq(model, DEMO_VQ)
-    samples = synthetic_samples(48, seed=31, grid=GRID)
-    pictures = [draw_sample(s, IMAGE_SIZE) for s in samples]
+    samples = synthetic_samples(48, seed=31, grid=DEMO_GRID)
+    pictures = [draw_sample(s, DEMO_IMAGE_SIZE) for s in samples]
     _, decoded = reconstruct(model, pictures)
     assert reconstruction_mse(pictures, decoded) < 0.5 * mean_picture_mse(pictures)
     prompts, chains = [s.prompt for s in samples], [s.chain for s in samples]
@@ -66,7 +65,7 @@ def test_the_shipped_demo_tokenizer_keeps_the_colours_of_the_demo_pictures():
 def test_the_demo_policy_name_loads_the_shipped_tokenizer():
     from safetensors.torch import load_file
 
-    from gotr1.resolve import load_any_policy
+    from gotr1.cli.resolve import load_any_policy
 
     model, _ = load_any_policy("demo")
     shipped = load_file(str(DEMO_VQ))

@@ -4,18 +4,18 @@ Every reward is a callable ``(prompts, chains, images, judge) -> (scores float32
 (NaN: not applicable). Judge rewards: :func:`semantic_reward` (R_sem), :func:`spatial_reward` (R_spa),
 :func:`grounding_reward` (R_RI), :func:`prompt_image_reward` (R_PI); :func:`score_batch` computes all of
 them from one batched judge call and :func:`combine` forms the paper's product
-``R = R_PI * ((R_sem + R_spa) / 2) * R_RI``. Judges: :class:`TransformersJudge` (in-process Qwen2.5-VL),
+``R = R_PI * ((R_sem + R_spa) / 2) * R_RI`` (through :func:`combine_scores`, the one combiner and NaN rule). Judges: :class:`TransformersJudge` (in-process Qwen2.5-VL),
 :class:`OpenAIJudge` (vLLM / SGLang servers), :func:`tiny_judge` (random weights, for tests). Offline rule
-rewards: :class:`LayoutRuleReward`, :class:`ColorRuleReward`. :class:`RewardWorker` scores batch k in a
-background thread while the policy generates batch k+1; ``gotr1.rewards.fake_server`` is a local stand-in
-for a judge server (tests, benchmarks).
+rewards: :class:`LayoutRuleReward`, :class:`ColorRuleReward`. What a trainer calls, once per rollout batch:
+a policy reward, :class:`JudgeReward` or :class:`RuleReward` (:mod:`gotr1.rewards.policy_reward`);
+:class:`RewardWorker` scores batch k on a background thread while the trainer goes on.
 
 How this departs from the paper (arXiv 2505.17022): the rubric wording is ours (the criteria are the
 paper's); scores of 0-100 are accepted and unreadable replies score 0; R_RI grounds each distinct object
 name once and takes each chain box's best IoU among the returned boxes; R_sem and R_spa are cached.
 """
 
-from gotr1.rewards.combine import COMPONENTS, RewardConfig, combine
+from gotr1.rewards.combine import COMPONENTS, RewardConfig, combine, combine_scores, nan_stat
 from gotr1.rewards.coords import best_iou, pixels_to_unit, smart_resize
 from gotr1.rewards.judges import Judge, TransformersJudge, tiny_judge
 from gotr1.rewards.mllm import (
@@ -29,6 +29,13 @@ from gotr1.rewards.mllm import (
 )
 from gotr1.rewards.openai_judge import OpenAIJudge
 from gotr1.rewards.parsing import extract_json, normalize_score, parse_bboxes, parse_score
+from gotr1.rewards.policy_reward import (
+    JudgeReward,
+    JudgeUnavailableError,
+    RuleReward,
+    ScoredBatch,
+    as_policy_reward,
+)
 from gotr1.rewards.rules import ColorRuleReward, LayoutRuleReward, read_prompt, relation_holds
 from gotr1.rewards.templates import TEMPLATES, PromptTemplate
 from gotr1.rewards.worker import RewardWorker
@@ -37,6 +44,8 @@ __all__ = [
     "COMPONENTS",
     "ColorRuleReward",
     "Judge",
+    "JudgeReward",
+    "JudgeUnavailableError",
     "LayoutRuleReward",
     "OpenAIJudge",
     "PromptTemplate",
@@ -44,12 +53,17 @@ __all__ = [
     "RewardCache",
     "RewardConfig",
     "RewardWorker",
+    "RuleReward",
+    "ScoredBatch",
     "TEMPLATES",
     "TransformersJudge",
+    "as_policy_reward",
     "best_iou",
     "combine",
+    "combine_scores",
     "extract_json",
     "grounding_reward",
+    "nan_stat",
     "normalize_score",
     "parse_bboxes",
     "parse_score",

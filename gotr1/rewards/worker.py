@@ -1,46 +1,43 @@
-"""Score rollout batch k in the background while the policy generates batch k+1."""
+"""Score rollout batch k in the background while the policy works on the next one."""
 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from gotr1.rewards.combine import RewardConfig
-from gotr1.rewards.mllm import RewardBatch, RewardCache, score_batch
+from gotr1.rewards.policy_reward import ScoredBatch
 
 
 class RewardWorker:
-    """A one-thread queue in front of :func:`score_batch`.
+    """A one-thread queue in front of a policy reward (``(prompts, chains, images) -> ScoredBatch``).
 
     Batches are scored in submission order, one at a time (an in-process judge is not re-entrant; a
-    concurrent :class:`~gotr1.rewards.OpenAIJudge` parallelises inside each batch). ``submit`` returns at
-    once, so the caller can start generating the next batch, then call ``future.result()`` when it needs
-    the rewards. A cache shared across batches is created unless one is given.
+    concurrent :class:`~gotr1.rewards.openai_judge.OpenAIJudge` parallelises inside each batch). ``submit``
+    returns at once, so the caller can go on (the GRPO trainer computes the reference log-probs meanwhile),
+    then call ``future.result()`` when it needs the rewards.
 
     Examples
     --------
-    >>> with RewardWorker(judge) as worker:                      # doctest: +SKIP
+    >>> with RewardWorker(JudgeReward(judge)) as worker:           # doctest: +SKIP
     ...     pending = worker.submit(prompts, chains, images)
-    ...     next_rollout = policy.generate(next_prompts)
+    ...     next_rollout = rollout(model, processor, next_prompts, 8)
     ...     rewards = pending.result().total
     """
 
-    def __init__(self, judge, config: RewardConfig | None = None, cache: RewardCache | None = None, aesthetic=None):
-        self.judge = judge
-        self.config = config or RewardConfig()
-        self.cache = cache if cache is not None else RewardCache()
-        self.aesthetic = aesthetic
+    def __init__(self, reward):
+        if not callable(reward):
+            raise TypeError(f"reward must be a policy reward callable, got {type(reward).__name__}")
+        self.reward = reward
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward-worker")
 
-    def submit(self, prompts, chains, images) -> Future[RewardBatch]:
-        """Queue one batch (arguments as for every reward); the future holds its :class:`RewardBatch`."""
-        return self._pool.submit(score_batch, list(prompts), list(chains), images, self.judge, self.config,
-                                 cache=self.cache, aesthetic=self.aesthetic)
+    def submit(self, prompts, chains, images) -> Future[ScoredBatch]:
+        """Queue one batch; the future holds the reward's :class:`ScoredBatch`."""
+        return self._pool.submit(self.reward, list(prompts), list(chains), images)
 
     def close(self, wait: bool = True) -> None:
         """Stop accepting batches; with ``wait``, finish the queued ones first."""
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
-    def __enter__(self) -> "RewardWorker":
+    def __enter__(self) -> RewardWorker:
         return self
 
     def __exit__(self, *exc) -> None:

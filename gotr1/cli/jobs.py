@@ -1,0 +1,65 @@
+"""What only the command line needs: which policy to load, which judge and reward to build, which prompts.
+
+A trainer config (:class:`~gotr1.train.config.SFTConfig`, :class:`~gotr1.grpo.config.GRPOConfig`) holds what
+the trainer reads; these settings hold what ``gotr1 sft`` / ``gotr1 grpo`` / ``gotr1 eval`` read to build the
+trainer's arguments. A YAML file mixes both kinds of keys (``model: ...`` beside ``lr: ...``), and
+:func:`gotr1.cli.config_io.load_sections` sorts each key to its owner. Every default is written here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _check(settings, name: str, ok: bool, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"{type(settings).__name__}.{name} must be {expected}, got {getattr(settings, name)!r}")
+
+
+@dataclass
+class PolicySettings:
+    """The policy a command loads."""
+
+    model: str = "tiny"
+    """Policy: a Janus-Pro checkpoint (hub id or local folder), a gotr1 checkpoint or run folder, ``"demo"`` or
+    ``"tiny"`` (random weights)."""
+    dtype: str | None = None
+    """Weight dtype (``"bfloat16"``, ``"float32"``); default the checkpoint's."""
+
+
+@dataclass
+class JudgeSettings:
+    """The MLLM judge a command builds."""
+
+    judge: str = "openai"
+    """Judge backend: ``openai`` (an OpenAI-compatible server, e.g. vLLM), a Qwen2.5-VL path or hub id run
+    in process, or ``tiny`` (random weights, for tests)."""
+    judge_url: str = "http://127.0.0.1:8000/v1"
+    """Base URL of the OpenAI-compatible judge server."""
+    judge_model: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    """Model name the judge server serves."""
+    judge_concurrency: int = 32
+    """Judge requests in flight at once (OpenAI backend)."""
+    judge_timeout: float = 120.0
+    """Seconds per judge request attempt before it is retried, then scored 0 (OpenAI backend)."""
+
+    def __post_init__(self):
+        _check(self, "judge_concurrency", self.judge_concurrency >= 1, ">= 1")
+        _check(self, "judge_timeout", self.judge_timeout > 0, "> 0")
+
+
+@dataclass
+class GRPOJob(PolicySettings, JudgeSettings):
+    """What ``gotr1 grpo`` builds the trainer from, besides its :class:`~gotr1.grpo.config.GRPOConfig`."""
+
+    prompts: str = "color,shape,texture,spatial,non_spatial,complex"
+    """Training prompts: a text file (one prompt a line) or T2I-CompBench categories joined by commas."""
+    reward: str = "judge"
+    """``judge`` (GoT-R1's four MLLM rewards) or ``rules`` (offline layout and colour rule rewards)."""
+    reward_mode: str = "product"
+    """How reward components combine: ``product`` (GoT-R1) or ``sum`` (the paper's weaker ablation)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check(self, "reward", self.reward in ("judge", "rules"), "'judge' or 'rules'")
+        _check(self, "reward_mode", self.reward_mode in ("product", "sum"), "'product' or 'sum'")

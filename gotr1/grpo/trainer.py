@@ -1,0 +1,298 @@
+"""Stage 2 of GoT-R1: GRPO with dual-stage rewards over the whole output (chain and image tokens).
+
+One step: draw ``prompts_per_step`` prompts -> :func:`gotr1.rollout.rollout` (``group_size`` chains and
+images each, one batch) -> rewards (a policy reward, :mod:`gotr1.rewards.policy_reward`), scored on a
+:class:`~gotr1.rewards.worker.RewardWorker` thread while the reference log-probs are computed ->
+group-relative advantages -> ``num_iterations`` updates with the fused GRPO loss (:mod:`gotr1.grpo.update`)
+-> AdamW step. The loop, resume and checkpoint cadence are :class:`~gotr1.train.shell.TrainerShell`'s. With LoRA the reference policy
+is the base model with adapters disabled (no second copy); with ``beta == 0`` there is no reference pass.
+
+Departures from the paper: the paper gives no clip range, KL weight or estimator; gotr1 uses the conventions
+of ``docs/architecture.md`` (eps 0.2/0.2, beta 0.04, k3). Besides the LoRA matrices, the rows of the four GoT
+tags in the embedding and text head are trained (see :mod:`gotr1.policy.lora`). With ``importance_level="sequence"`` a
+sequence's chain and image parts get one ratio each.
+
+Distributed: under ``torchrun`` (with ``torch.distributed`` initialised by the caller, see ``gotr1 grpo``)
+each rank generates whole groups; rewards are gathered so advantages and loss normalisation are global,
+and the logged metrics cover every rank. Replicated (``fsdp=False``): each rank holds the whole model and
+gradients are summed across ranks before the step, so every rank keeps identical weights. Sharded
+(``fsdp=True``, :mod:`gotr1.policy.sharding`): FSDP2 splits weights, gradients and AdamW state across ranks,
+gathers the weights for the rollout and layer by layer for the update, and reduce-scatters gradients.
+Rank 0 writes checkpoints (whole, unsharded weights either way), logs and grids.
+
+Run: ``gotr1 grpo --config configs/grpo_demo.yaml`` or
+``GRPOTrainer(model, processor, reward, GRPOConfig(...), prompts).train()``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from gotr1.grpo.config import GRPOConfig
+from gotr1.grpo.sample_grid import save_sample_grid
+from gotr1.grpo.update import loss_and_backward, loss_normalizer, policy_logprobs
+from gotr1.kernels.grpo_loss import METRIC_NAMES, group_advantages
+from gotr1.policy.model import got_token_ids
+from gotr1.policy.sharding import (
+    full_model_state,
+    full_optimizer_state,
+    full_tensor,
+    gathered,
+    load_full_optimizer_state,
+    release,
+    shard_policy,
+)
+from gotr1.policy.tokens import LogProbs
+from gotr1.rewards.combine import nan_stat
+from gotr1.rewards.policy_reward import JudgeUnavailableError, as_policy_reward
+from gotr1.rewards.worker import RewardWorker
+from gotr1.rollout.generate import rollout
+from gotr1.train.checkpoint import read_trainer_state
+from gotr1.train.distributed import gather_rows, rank_and_world, sum_over_ranks
+from gotr1.train.shell import TrainerShell
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when ``max_bad_steps`` consecutive steps had a non-finite loss or gradient."""
+
+
+class GRPOTrainer(TrainerShell):
+    """GRPO for a Janus-Pro policy that writes GoT chains.
+
+    Parameters
+    ----------
+    model, processor :
+        The policy (usually an SFT checkpoint) from :func:`gotr1.policy.model.load_policy`.
+    reward :
+        A :class:`~gotr1.rewards.JudgeReward`, a :class:`~gotr1.rewards.RuleReward`, a dict of rule
+        rewards or one rule reward (see :func:`~gotr1.rewards.as_policy_reward`; a dict multiplies).
+    config : GRPOConfig
+    prompts : list of str
+        The training prompts; a seeded permutation per epoch is drawn from them.
+    """
+
+    name = "grpo"
+
+    def __init__(self, model, processor, reward, config: GRPOConfig, prompts: list[str]):
+        if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+            raise ValueError("prompts must be a non-empty list of non-empty strings")
+        self.rank, self.world = rank_and_world()
+        if config.fsdp and not dist.is_initialized():
+            raise ValueError("GRPOConfig.fsdp=True needs torch.distributed initialised: run under torchrun "
+                             "(`gotr1 grpo` joins the process group torchrun describes)")
+        if config.prompts_per_step % self.world:
+            raise ValueError(f"GRPOConfig.prompts_per_step={config.prompts_per_step} must divide evenly over "
+                             f"{self.world} ranks")
+        self.config, self.processor, self.prompts = config, processor, list(prompts)
+        self.tokens = got_token_ids(processor)
+        self.reward = as_policy_reward(reward)
+        # Full fine-tuning needs a frozen copy for the KL term; LoRA disables its adapters instead.
+        self.ref_model = None
+        if config.beta > 0 and not config.use_lora:
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            if config.fsdp:  # at once: a second whole copy of a 7B model would crowd the GPU
+                self.ref_model = shard_policy(self.ref_model)
+        state = self._prepare(model, len(self.prompts), shard=shard_policy if config.fsdp else None)
+        self.device = next(self.model.parameters()).device
+        self.bad_in_row, self.skipped_steps = 0, state.get("skipped_steps", 0)
+        self.reference_passes, self.outage_steps = 0, 0
+        self.tb = None
+        if config.tensorboard and self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(self.output_dir / "tb")
+        self.reward_worker = RewardWorker(self.reward)
+
+    def _check_resumable(self, checkpoint: Path) -> None:
+        saved_fsdp = read_trainer_state(checkpoint).get("fsdp", False)
+        if saved_fsdp != self.config.fsdp:
+            raise ValueError(f"resume_from={self.config.resume_from!r} was saved with fsdp={saved_fsdp}; resume it "
+                             f"with GRPOConfig.fsdp={saved_fsdp} (its optimizer state is stored differently)")
+
+    def _optimizer_loader(self):
+        return partial(load_full_optimizer_state, self.model, self.optimizer) if self.config.fsdp else None
+
+    # -----------------------------------------------------------------------------------------
+    # One step
+    # -----------------------------------------------------------------------------------------
+
+    def _rollout(self, prompts: list[str]):
+        cfg = self.config
+        self.model.eval()
+        try:
+            with gathered(self.model):
+                sampling = cfg.sampling.with_seed(cfg.seed * 1_000_003 + self.step * self.world + self.rank)
+                return rollout(self.model, self.processor, prompts, cfg.group_size, sampling,
+                               logprob_of="mixed" if cfg.cfg_in_loss else "cond", cuda_graph=cfg.cuda_graph)
+        finally:
+            self.model.train()
+
+    def _reference_logprobs(self, batch) -> LogProbs | None:
+        cfg = self.config
+        if cfg.beta == 0:
+            return None
+        self.reference_passes += 1
+        if self.ref_model is not None:
+            model, frozen = self.ref_model, nullcontext()
+        else:
+            model, frozen = self.model, self.model.disable_adapter()
+        with frozen:
+            ref = policy_logprobs(model, batch, cfg, self.tokens)
+            # Reshard before PEFT re-enables the adapters: it sets requires_grad on the parameters it finds,
+            # which must be the sharded ones the optimizer holds.
+            release(model)
+        return ref
+
+    def _sync_gradients(self) -> None:
+        if self.world == 1 or self.config.fsdp:  # FSDP has reduce-scattered (summed) them in the backward
+            return
+        for p in self.model.parameters():
+            if p.requires_grad:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)  # sum: every rank's loss is already divided by the global normaliser
+
+    def train_step(self) -> dict:
+        """Rollout, rewards, advantages and ``num_iterations`` updates; returns the step's metrics."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        local = cfg.prompts_per_step // self.world
+        indices = self.sampler.take(cfg.prompts_per_step)[self.rank * local : (self.rank + 1) * local]
+        r = self._rollout([self.prompts[i] for i in indices])
+        t1 = time.perf_counter()
+        pending = self.reward_worker.submit(r.row_prompts, r.chains, None if r.images is None else r.images.numpy())
+        device = r.chain_ids.device
+        ref = self._reference_logprobs(r)  # overlaps with the judge
+        scored = pending.result()
+        t2 = time.perf_counter()
+
+        totals = torch.as_tensor(scored.total, dtype=torch.float32, device=device)
+        all_rewards = gather_rows(totals)
+        all_advantages = group_advantages(all_rewards, cfg.group_size, scale=cfg.scale_rewards)
+        advantages = all_advantages[self.rank * len(r) : (self.rank + 1) * len(r)].to(device)
+        counts = sum_over_ranks({"rows": len(r), "tokens": int(r.chain_mask.sum()) * cfg.chain_loss
+                                 + r.image_ids.numel() * cfg.image_loss}, self.device)
+        normalizer = loss_normalizer(r, cfg, int(counts["rows"]), int(counts["tokens"]))
+        old = r.logprobs
+        if cfg.num_iterations > 1:
+            old = policy_logprobs(self.model, r, cfg, self.tokens)
+
+        lr = self.scheduler.get_last_lr()[0]
+        metrics = {}
+        for _ in range(cfg.num_iterations):
+            update = loss_and_backward(self.model, r, advantages, old=old, ref=ref, config=cfg, normalizer=normalizer,
+                                       tokens=self.tokens)
+            metrics = self._optimizer_step(update)
+        self.scheduler.step()  # once per step: the schedule spans max_steps whatever num_iterations is
+        t3 = time.perf_counter()
+        self.step += 1
+        counted = sum_over_ranks({
+            "generated": int(r.chain_mask.sum()) + r.image_ids.numel(), "chain_tokens": int(r.chain_lengths.sum()),
+            "judge_failures": scored.failures, "judge_requests": scored.requests,
+            "parse_failures": sum(1 for c in r.chains if c.errors or not c.objects)}, self.device)
+        metrics.update(self._reward_metrics(scored, all_rewards, all_advantages))
+        metrics.update(step=self.step, lr=lr, seconds_rollout=t1 - t0, seconds_reward=t2 - t1,
+                       seconds_update=t3 - t2, tokens_per_s=counted["generated"] / max(t1 - t0, 1e-9),
+                       chain_length=counted["chain_tokens"] / len(all_rewards), skipped_steps=self.skipped_steps,
+                       judge_failures=int(counted["judge_failures"]), judge_requests=int(counted["judge_requests"]),
+                       parse_failures=int(counted["parse_failures"]))
+        self._maybe_grid(r, scored)
+        return metrics
+
+    def _optimizer_step(self, update: dict) -> dict:
+        cfg = self.config
+        self._sync_gradients()
+        update = sum_over_ranks(update, self.device)  # the global loss and metric sums
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        norm = full_tensor(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")))
+        finite = bool(torch.isfinite(norm)) and np.isfinite(update["loss"])
+        if finite:
+            self.optimizer.step()
+            self.bad_in_row = 0
+        else:
+            self.skipped_steps += 1
+            self.bad_in_row += 1
+            if self.bad_in_row >= cfg.max_bad_steps:
+                raise NonFiniteLossError(f"{self.bad_in_row} consecutive steps had a non-finite loss or gradient "
+                                         f"(limit GRPOConfig.max_bad_steps={cfg.max_bad_steps})")
+        self.optimizer.zero_grad(set_to_none=True)
+        tokens = max(update["num_tokens"], 1.0)
+        return {"loss": update["loss"], "grad_norm": float(norm), "step_skipped": not finite,
+                **{name: update[name] / tokens for name in METRIC_NAMES}}
+
+    def _reward_metrics(self, scored, all_rewards: torch.Tensor, all_advantages: torch.Tensor) -> dict:
+        """Reward and advantage statistics over every rank's samples."""
+        rewards = all_rewards.cpu().numpy()
+        out = {"reward_mean": nan_stat(rewards), "reward_std": nan_stat(rewards, np.nanstd),
+               "rewards_missing": int(np.isnan(rewards).sum()),
+               "advantage_mean": float(all_advantages.mean()),
+               "advantage_abs_mean": float(all_advantages.abs().mean())}
+        for name in sorted(scored.components):
+            values = torch.as_tensor(np.asarray(scored.components[name], dtype=np.float32), device=self.device)
+            out[f"reward_{name}"] = nan_stat(gather_rows(values).cpu().numpy())
+        return out
+
+    def _maybe_grid(self, r, scored) -> None:
+        every = self.config.sample_every
+        if self.rank != 0 or not every or self.step % every:
+            return
+        titles = [f"reward {t:.3f}" for t in scored.total]
+        save_sample_grid(self.output_dir / "samples" / f"step-{self.step:07d}.png", r.row_prompts, r.chains,
+                         None if r.images is None else r.images.numpy(), titles=titles)
+
+    # -----------------------------------------------------------------------------------------
+    # Loop, checkpoints
+    # -----------------------------------------------------------------------------------------
+
+    def _full_states(self) -> tuple[dict | None, dict | None]:
+        if not self.config.fsdp:
+            return None, None
+        return full_model_state(self.model), full_optimizer_state(self.model, self.optimizer)
+
+    def _trainer_state(self) -> dict:
+        return {"skipped_steps": self.skipped_steps, "fsdp": self.config.fsdp}
+
+    def _before_loop(self) -> None:
+        self.outage_steps = 0
+        if hasattr(self.reward, "check"):
+            self.reward.check()  # a dead judge is refused before the first rollout, not after 1000 zero steps
+
+    def _write_metrics(self, metrics: dict) -> None:
+        super()._write_metrics(metrics)
+        if self.tb is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, self.step)
+
+    def _postfix(self, metrics: dict) -> dict:
+        return {"reward": f"{metrics['reward_mean']:.3f}", "kl": f"{metrics['kl_mean']:.4f}"}
+
+    def _after_step(self, metrics: dict) -> None:
+        """Stop, with a checkpoint written, after ``max_judge_outage_steps`` consecutive judge-outage steps."""
+        cfg = self.config
+        self.outage_steps = self.outage_steps + 1 if self._judge_outage(metrics) else 0
+        if not cfg.max_judge_outage_steps or self.outage_steps < cfg.max_judge_outage_steps:
+            return
+        if self.step % cfg.save_every:  # every rank decides alike: the counts are summed over ranks
+            self.save_everywhere()
+        raise JudgeUnavailableError(
+            f"the judge failed more than {cfg.judge_outage_rate:.0%} of its requests for {self.outage_steps} "
+            f"consecutive steps (last: {metrics['judge_failures']} of {metrics['judge_requests']}); stopped at "
+            f"step {self.step} with its checkpoint written. Fix the judge, then resume (--resume)")
+
+    def _judge_outage(self, metrics: dict) -> bool:
+        requests = metrics.get("judge_requests", 0)
+        return requests > 0 and metrics["judge_failures"] / requests > self.config.judge_outage_rate
+
+    def close(self) -> None:
+        self.reward_worker.close()
+        if self.tb is not None:
+            self.tb.close()
