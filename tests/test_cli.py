@@ -124,13 +124,13 @@ def test_eval_writes_a_table_with_every_category(tiny_checkpoint, tmp_path, monk
 
     monkeypatch.setattr(gotr1.cli.resolve, "build_judge", lambda *args, **kwargs: _SevenJudge())
     out = tmp_path / "eval"
-    args = ["eval", "--model", str(tiny_checkpoint), "--judge", "tiny", "--out", str(out), "--limit", "2",
-            "--max-chain-tokens", "8", "--no-progress"]
+    args = ["eval", "--benchmark", "judge", "--model", str(tiny_checkpoint), "--judge", "tiny", "--out", str(out),
+            "--limit", "2", "--max-chain-tokens", "8", "--no-progress"]
     assert main(args) == 0
     header, values = (out / "table.csv").read_text().splitlines()
-    assert header.split(",") == ["Color", "Shape", "Texture", "2D-Spatial", "Non-Spatial", "Complex"]
-    assert values.split(",") == ["0.7000"] * 6
-    assert "| Color | Shape |" in (out / "table.md").read_text()
+    assert header.split(",") == ["model", "Color", "Shape", "Texture", "2D-Spatial", "Non-Spatial", "Complex"]
+    assert values.split(",") == ["this run"] + ["0.7000"] * 6
+    assert "| model | Color | Shape |" in (out / "table.md").read_text()
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and {r["category"] for r in rows} == {"color", "shape", "texture", "spatial", "non_spatial", "complex"}
 
@@ -138,14 +138,15 @@ def test_eval_writes_a_table_with_every_category(tiny_checkpoint, tmp_path, monk
 def test_eval_against_a_dead_judge_scores_nothing_and_fails(tiny_checkpoint, tmp_path, capsys):
     """Failures are "not scored" (NaN in the table, null in scores.jsonl), never 0, and the exit code says so."""
     out = tmp_path / "eval"
-    args = ["eval", "--model", str(tiny_checkpoint), "--judge", "openai", "--judge-url", "http://127.0.0.1:9/v1",
+    args = ["eval", "--benchmark", "judge", "--model", str(tiny_checkpoint), "--judge", "openai",
+            "--judge-url", "http://127.0.0.1:9/v1",
             "--judge-timeout", "0.5", "--prompts", "color", "--out", str(out), "--limit", "2",
             "--max-chain-tokens", "8", "--no-progress"]
     assert main(args) == 1
-    assert (out / "table.csv").read_text().splitlines()[1] == "nan"
+    assert (out / "table.csv").read_text().splitlines()[1] == "this run,nan"
     assert all(json.loads(line)["score"] is None for line in (out / "scores.jsonl").read_text().splitlines())
     err = capsys.readouterr().err
-    assert "2 of 2 samples not scored" in err and "the judge scored nothing" in err
+    assert "2 of 2 images not scored" in err and "the judge metrics scored nothing" in err
     assert main(args[:-1] + ["--judge-timeout", "inf", "--no-progress"]) == 2
     assert "--judge-timeout: expected a finite number" in capsys.readouterr().err
 

@@ -165,39 +165,62 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_metrics(args, protocol, categories: list[str], device):
+    """The metric of each category: the benchmark's own models (random tiny ones with ``--tiny-metrics``), or
+    the judge's rubric."""
+    if protocol.name == "judge":
+        from gotr1.cli.jobs import JudgeSettings
+        from gotr1.cli.resolve import build_judge
+        from gotr1.eval.judge_rubric import JudgeRubricScore
+
+        (judge_settings,) = _settings(args, JudgeSettings)
+        rubric = JudgeRubricScore(build_judge(judge_settings))
+        return {category: rubric for category in categories}
+    return protocol.load_metrics(categories, device=args.metric_device or device, dtype=args.metric_dtype,
+                                 tiny=args.tiny_metrics)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from gotr1.cli.jobs import JudgeSettings
-    from gotr1.cli.resolve import build_judge, load_any_policy
-    from gotr1.eval.judge_table import evaluate
+    from gotr1.eval.protocols import protocol as benchmark_protocol
+    from gotr1.eval.runner import run_benchmark
     from gotr1.prompt_sets import read_prompts
-    from gotr1.rewards import prompt_image_reward
     from gotr1.rollout import Sampling
-    from gotr1.train.distributed import local_device
+    from gotr1.train.distributed import join_process_group, leave_process_group, local_device
 
-    sampling, judge_settings = _settings(args, Sampling, JudgeSettings)
-    prompts = read_prompts(args.prompts)
-    judge = build_judge(judge_settings)
-    model, processor = load_any_policy(args.model, device=local_device())
-    counts = {"samples": 0, "not_scored": 0}
+    protocol = benchmark_protocol(args.benchmark)
+    (sampling,) = _settings(args, Sampling)
+    categories = [c.strip() for c in (args.categories or ",".join(protocol.categories)).split(",") if c.strip()]
+    if protocol.name == "judge" and args.images is None:
+        categories = list(read_prompts(",".join(categories)))  # a prompt file's stem is its category
+    else:
+        protocol.check_categories(categories)
+    if args.images is None and not args.model:
+        raise ValueError("--model: give the policy to generate with, or --images to score an existing folder")
+    join_process_group()
+    device = local_device()
+    metrics = _eval_metrics(args, protocol, categories, device)
+    model = processor = None
+    if args.images is None:
+        from gotr1.cli.resolve import load_any_policy
 
-    def scorer(prompts_, chains, images):
-        # A sample the judge could not score is NaN ("not scored"), never a 0 in the table.
-        scores, details = prompt_image_reward(prompts_, chains, images, judge)
-        scores = np.asarray(scores, dtype=np.float64)
-        scores[details.get("failed_samples", [])] = np.nan
-        counts["samples"] += len(scores)
-        counts["not_scored"] += int(np.isnan(scores).sum())
-        return scores
-
-    means = evaluate(model, processor, scorer, prompts, args.out, num_samples=args.num, batch_size=args.batch_size,
-                     sampling=sampling, limit=args.limit, progress=not args.no_progress)
-    print((Path(args.out) / "table.md").read_text(encoding="utf-8"))
-    print(f"wrote {args.out}/table.csv, table.md and scores.jsonl ({len(means)} categories)")
-    if counts["not_scored"]:
-        print(f"gotr1 eval: {counts['not_scored']} of {counts['samples']} samples not scored (judge failures; "
-              "left out of the means, null in scores.jsonl)", file=sys.stderr)
-    if counts["samples"] and counts["not_scored"] == counts["samples"]:
-        print("gotr1 eval: error: the judge scored nothing; check --judge-url and the server", file=sys.stderr)
+        model, processor = load_any_policy(args.model, device=device)
+    result = run_benchmark(protocol, metrics, args.out, model=model, processor=processor, images=args.images,
+                           categories=categories, limit=args.limit, per_prompt=args.images_per_prompt,
+                           batch_size=args.batch_size, score_batch_size=args.score_batch_size, sampling=sampling,
+                           progress=not args.no_progress)
+    leave_process_group()
+    out = Path(args.out)
+    if (out / "table.md").is_file():
+        print((out / "table.md").read_text(encoding="utf-8"))
+        print(f"wrote {out}/table.md, table.csv, scores.jsonl, summary.json and samples.png")
+    for skipped in result.skipped:
+        print(f"gotr1 eval: skipped {skipped['image']}: {skipped['error']}", file=sys.stderr)
+    if result.not_scored:
+        print(f"gotr1 eval: {result.not_scored} of {result.scored + result.not_scored} images not scored "
+              "(left out of the means, null in scores.jsonl)", file=sys.stderr)
+    if result.not_scored and not result.scored:
+        print(f"gotr1 eval: error: the {protocol.name} metrics scored nothing"
+              + ("; check --judge-url and the server" if protocol.name == "judge" else ""), file=sys.stderr)
         return 1
     return 0
 
@@ -260,18 +283,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(gen)
     gen.set_defaults(run=_cmd_generate)
 
-    ev = sub.add_parser("eval", help="score generations on T2I-CompBench prompt lists with a judge",
-                        description="Generate for prompt lists and score each image with the judge's prompt-image "
-                                    "rubric; writes table.csv / table.md (paper's column layout) and scores.jsonl.")
-    ev.add_argument("--model", required=True, help="policy: checkpoint folder, run folder, hub id or 'tiny'")
-    ev.add_argument("--prompts", default="color,shape,texture,spatial,non_spatial,complex",
-                    help="a prompt file or T2I-CompBench categories joined by commas (default: all six)")
-    add_config_options(ev, JudgeSettings, "judge")
+    ev = sub.add_parser("eval", help="T2I-CompBench or GenEval with their own metrics, or the judge's rubric",
+                        description="Generate each benchmark's images (its protocol and official file layout), score "
+                                    "them with its own metrics, and write table.md / table.csv beside the paper's "
+                                    "rows, scores.jsonl and samples.png. Both phases resume; under torchrun the "
+                                    "prompts are sharded over the ranks.")
+    ev.add_argument("--benchmark", choices=("t2i-compbench", "geneval", "judge"), default="t2i-compbench",
+                    help="t2i-compbench (BLIP-VQA, CLIPScore, detector spatial, 3-in-1), geneval (Mask2Former + "
+                         "CLIP), or judge (the MLLM judge's prompt-image rubric) (default: t2i-compbench)")
+    ev.add_argument("--model", help="policy: checkpoint folder, run folder, hub id or 'tiny'")
+    ev.add_argument("--images", metavar="DIR", help="score the images of DIR (the benchmark's official layout) "
+                                                    "instead of generating")
+    ev.add_argument("--categories", "--prompts", dest="categories", default=None,
+                    help="categories joined by commas (default: all of the benchmark's); for the judge also a "
+                         "prompt file")
     ev.add_argument("--out", required=True, help="output folder")
-    ev.add_argument("--num", type=_positive_int, default=1, help="samples per prompt (default: 1)")
+    ev.add_argument("--images-per-prompt", "--num", dest="images_per_prompt", type=_positive_int, default=None,
+                    help="images per prompt (default: the benchmark's protocol: 10 for t2i-compbench, 4 for "
+                         "geneval, 1 for the judge)")
     ev.add_argument("--batch-size", type=_positive_int, default=8, help="prompts generated at once (default: 8)")
-    ev.add_argument("--limit", type=_positive_int, default=None, help="first N prompts of each list (default: all)")
+    ev.add_argument("--score-batch-size", type=_positive_int, default=16, help="images scored at once (default: 16)")
+    ev.add_argument("--limit", type=_positive_int, default=None, help="first N prompts of each category (default: all)")
+    ev.add_argument("--metric-device", default=None, help="device of the metric models (default: the policy's)")
+    ev.add_argument("--metric-dtype", default=None, help="dtype of the metric models (default: float32)")
+    ev.add_argument("--tiny-metrics", action="store_true",
+                    help="random-weight tiny metric models (smoke tests offline; the numbers mean nothing)")
     ev.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_config_options(ev, JudgeSettings, "judge (--benchmark judge)")
     _add_sampling_options(ev)
     ev.set_defaults(run=_cmd_eval)
     return parser

@@ -1,0 +1,234 @@
+"""Each benchmark's protocol: its prompts, images per prompt, the file layout its official scripts read,
+its metrics and its table.
+
+* ``t2i-compbench``: the validation lists (shipped), 10 images per prompt, ``{category}/samples/{prompt}_{n:06}.png``
+  (``n`` counts the category's images), one metric per category (:mod:`gotr1.eval.compbench`), the mean per
+  category; the GoT-R1 paper's rows beside the run's.
+* ``geneval``: the 553 prompts of GenEval's metadata (shipped), 4 images per prompt,
+  ``{index:05}/samples/{k:04}.png`` beside ``{index:05}/metadata.jsonl``, correctness per image
+  (:mod:`gotr1.eval.geneval`), per-tag accuracy and their mean.
+* ``judge``: the T2I-CompBench lists (or a prompt file) scored by the MLLM judge's prompt-image rubric (R_PI);
+  comparable between gotr1 runs, not with any paper.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gotr1.prompt_sets import COMPBENCH_CATEGORIES, read_prompts
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """One prompt of a benchmark: its category, its index in the category's list, its text and metadata."""
+
+    category: str
+    index: int
+    prompt: str
+    metadata: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a run: the prompt it answers, its number among that prompt's images, and its file."""
+
+    item: PromptItem
+    sample: int
+    path: Path
+
+
+class Protocol:
+    """What differs between benchmarks; :mod:`gotr1.eval.runner` runs any of them."""
+
+    name = ""
+    images_per_prompt = 1
+    categories: tuple[str, ...] = ()
+    columns: dict[str, str] = {}
+    paper_rows: dict[str, dict[str, float]] = {}
+    paper_source = ""
+
+    def items(self, categories: list[str], limit: int | None = None) -> list[PromptItem]:
+        raise NotImplementedError
+
+    def image_path(self, out: Path, item: PromptItem, sample: int, per_prompt: int) -> Path:
+        raise NotImplementedError
+
+    def prepare_folder(self, out: Path, item: PromptItem) -> None:
+        """Write what the official layout keeps beside the images (nothing by default)."""
+
+    def find_images(self, folder: Path) -> list[ImageRecord]:
+        """The images of an existing folder in this benchmark's layout (``--images``)."""
+        raise NotImplementedError
+
+    def summary(self, records: list[dict]) -> dict[str, float]:
+        """The table row: one value per column, from ``scores.jsonl`` records."""
+        raise NotImplementedError
+
+    def load_metrics(self, categories: list[str], device="cpu", dtype=None, tiny: bool = False) -> dict:
+        """category -> metric, the benchmark's own models (``tiny``: random tiny ones, for offline smoke runs)."""
+        raise NotImplementedError
+
+    def score(self, metric, items: list[PromptItem], images: list) -> np.ndarray:
+        """float64 ``[N]`` scores of ``images``, image ``i`` answering ``items[i]``."""
+        return np.asarray(metric.score([item.prompt for item in items], images), dtype=np.float64)
+
+    def check_categories(self, categories: list[str]) -> list[str]:
+        unknown = [c for c in categories if c not in self.categories]
+        if unknown or not categories:
+            raise ValueError(f"categories: {unknown or categories} not in {self.name}'s {', '.join(self.categories)}")
+        return categories
+
+
+def _category_means(records: list[dict], categories) -> dict[str, float]:
+    means = {}
+    for category in categories:
+        values = [r["score"] for r in records if r["category"] == category and r["score"] is not None]
+        values = [v for v in values if not math.isnan(v)]
+        if any(r["category"] == category for r in records):
+            means[category] = float(np.mean(values)) if values else float("nan")
+    return means
+
+
+class CompBench(Protocol):
+    """T2I-CompBench (Huang et al., 2023): the official validation protocol."""
+
+    name = "t2i-compbench"
+    images_per_prompt = 10
+    categories = COMPBENCH_CATEGORIES
+    columns = {"color": "Color", "shape": "Shape", "texture": "Texture", "spatial": "2D-Spatial",
+               "non_spatial": "Non-Spatial", "complex": "Complex"}
+    paper_rows = {
+        "GoT-R1-1B": {"color": .7632, "shape": .5174, "texture": .6589, "spatial": .2674, "non_spatial": .3101,
+                      "complex": .3749},
+        "GoT-R1-7B": {"color": .8139, "shape": .5549, "texture": .7339, "spatial": .3306, "non_spatial": .3169,
+                      "complex": .3944},
+        "Janus-Pro-7B": {"color": .6359, "shape": .3528, "texture": .4936, "spatial": .2061, "non_spatial": .3085,
+                         "complex": .3559},
+    }
+    paper_source = "GoT-R1 (arXiv 2505.17022), T2I-CompBench table"
+
+    def items(self, categories, limit=None):
+        prompts = read_prompts(",".join(self.check_categories(categories)))
+        return [PromptItem(category, i, prompt) for category, lines in prompts.items()
+                for i, prompt in enumerate(lines[:limit] if limit else lines)]
+
+    def image_path(self, out, item, sample, per_prompt):
+        return out / item.category / "samples" / f"{item.prompt}_{item.index * per_prompt + sample:06}.png"
+
+    def find_images(self, folder):
+        records = []
+        for samples in sorted(folder.glob("*/samples")):
+            for number, path in enumerate(sorted(samples.glob("*.png"))):
+                prompt = path.stem.rsplit("_", 1)[0]  # the official scripts read the prompt from the name
+                records.append(ImageRecord(PromptItem(samples.parent.name, number, prompt), 0, path))
+        return records
+
+    def summary(self, records):
+        return _category_means(records, self.categories)
+
+    def load_metrics(self, categories, device="cpu", dtype=None, tiny=False):
+        from gotr1.eval.compbench import load_metrics
+
+        return load_metrics(categories, device=device, dtype=dtype, tiny=tiny)
+
+
+class Judge(CompBench):
+    """The MLLM judge's prompt-image rubric over the T2I-CompBench lists or a prompt file."""
+
+    name = "judge"
+    images_per_prompt = 1
+    paper_rows = {}
+    paper_source = ""
+
+    def items(self, categories, limit=None):
+        prompts = read_prompts(",".join(categories))  # a file (its stem is the category) or shipped categories
+        return [PromptItem(category, i, prompt) for category, lines in prompts.items()
+                for i, prompt in enumerate(lines[:limit] if limit else lines)]
+
+    def check_categories(self, categories):
+        return categories
+
+    def summary(self, records):
+        return _category_means(records, dict.fromkeys(r["category"] for r in records))
+
+
+class GenEval(Protocol):
+    """GenEval (Ghosh et al., 2023): 553 prompts with object metadata, 4 images each."""
+
+    name = "geneval"
+    images_per_prompt = 4
+    categories = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+    columns = {"single_object": "Single Obj.", "two_object": "Two Obj.", "counting": "Counting",
+               "colors": "Colors", "position": "Position", "color_attr": "Color Attri.", "overall": "Overall"}
+    paper_rows = {
+        "Janus-Pro-7B": {"single_object": .99, "two_object": .89, "counting": .59, "colors": .90, "position": .79,
+                         "color_attr": .66, "overall": .80},
+    }
+    paper_source = "Janus-Pro (arXiv 2501.17811), GenEval table; GoT-R1 reports no GenEval row"
+
+    def items(self, categories, limit=None):
+        from gotr1.eval.geneval import load_metadata
+
+        wanted = set(self.check_categories(categories))
+        taken: dict[str, int] = {}
+        out = []
+        for index, row in enumerate(load_metadata()):
+            tag = row["tag"]
+            if tag in wanted and (not limit or taken.get(tag, 0) < limit):
+                taken[tag] = taken.get(tag, 0) + 1
+                out.append(PromptItem(tag, index, row["prompt"], row))
+        return out
+
+    def image_path(self, out, item, sample, per_prompt):
+        return out / f"{item.index:05}" / "samples" / f"{sample:04}.png"
+
+    def load_metrics(self, categories, device="cpu", dtype=None, tiny=False):
+        from gotr1.eval.geneval import GenEvalScore, tiny_mask2former
+        from gotr1.eval.tiny_models import tiny_clip
+
+        metric = (GenEvalScore(*tiny_mask2former(), *tiny_clip()) if tiny
+                  else GenEvalScore.from_pretrained(device=device, dtype=dtype))
+        return {category: metric for category in categories}
+
+    def score(self, metric, items, images):
+        metadata = [item.metadata for item in items]
+        return np.asarray(metric.score([item.prompt for item in items], images, metadata=metadata), dtype=np.float64)
+
+    def prepare_folder(self, out, item):
+        folder = out / f"{item.index:05}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metadata.jsonl").write_text(json.dumps(item.metadata) + "\n", encoding="utf-8")
+
+    def find_images(self, folder):
+        records = []
+        for prompt_folder in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()):
+            meta_file = prompt_folder / "metadata.jsonl"
+            if not meta_file.is_file():
+                continue
+            metadata = json.loads(meta_file.read_text(encoding="utf-8").splitlines()[0])
+            item = PromptItem(metadata["tag"], int(prompt_folder.name), metadata["prompt"], metadata)
+            for sample, path in enumerate(sorted((prompt_folder / "samples").glob("*.png"))):
+                records.append(ImageRecord(item, sample, path))
+        return records
+
+    def summary(self, records):
+        from gotr1.eval.geneval import summarize
+
+        scored = [r for r in records if r["score"] is not None and not math.isnan(r["score"])]
+        result = summarize([r["category"] for r in scored], [r["score"] for r in scored])
+        return {key: float(value) for key, value in result.items() if key in self.columns}
+
+
+PROTOCOLS = {p.name: p for p in (CompBench, GenEval, Judge)}
+
+
+def protocol(name: str) -> Protocol:
+    """A fresh protocol object by benchmark name."""
+    if name not in PROTOCOLS:
+        raise ValueError(f"benchmark: {name!r} is not one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]()
