@@ -54,6 +54,9 @@ step bench_grpo_step 150 $PY benchmarks/bench_grpo_step.py --steps 2 --markdown 
 # The same step sharded with FSDP2 on one rank: the CUDA path of gotr1.policy.sharding (bf16 gathers, NCCL).
 step bench_grpo_step_fsdp 150 $PY -m torch.distributed.run --standalone --nproc_per_node=1 \
     benchmarks/bench_grpo_step.py --steps 1 --fsdp --markdown "$OUT/bench_grpo_step_fsdp.md"
+# Evaluator metrics at real widths (random weights): batched vs one image at a time.
+step bench_evaluators 90 $PY benchmarks/bench_evaluators.py --size base --images 32 --repeats 2 \
+    --markdown "$OUT/bench_evaluators.md"
 
 echo
 echo "################ summary ($(head -n1 "$OUT/device.txt")) ################"

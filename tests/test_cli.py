@@ -262,3 +262,34 @@ def test_a_damaged_resume_checkpoint_is_refused_before_the_model_loads(tmp_path,
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "step-0000002/optimizer.pt: damaged" in err and "newest intact checkpoint is" in err and "step-0000001" in err
+
+
+@pytest.mark.parametrize("which, categories, layout", [
+    ("t2i-compbench", "color,spatial", "color/samples/a green bench and a blue bowl_000000.png"),
+    ("geneval", "counting,colors", "00179/samples/0000.png"),
+])
+def test_eval_benchmarks_run_end_to_end_and_rescore_their_folder(tiny_checkpoint, tmp_path, which, categories, layout):
+    """Official layout, tables beside the paper's rows; --images scores the folder again to the same table."""
+    out = tmp_path / "run"
+    common = ["eval", "--benchmark", which, "--categories", categories, "--tiny-metrics", "--no-progress"]
+    assert main([*common, "--model", str(tiny_checkpoint), "--out", str(out), "--limit", "1",
+                 "--images-per-prompt", "1", "--max-chain-tokens", "8"]) == 0
+    assert (out / layout).is_file()
+    if which == "geneval":
+        assert json.loads((out / "00179" / "metadata.jsonl").read_text())["tag"] == "counting"
+    rows = (out / "table.csv").read_text().splitlines()
+    assert rows[1].startswith("this run,") and len(rows) >= 2 and "(paper)" in rows[2]
+    assert main([*common, "--images", str(out), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "table.csv").read_text() == (out / "table.csv").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["benchmark"] == which and summary["skipped"] == []
+
+
+def test_eval_refuses_unknown_categories_and_unloadable_metric_models(tmp_path, capsys):
+    assert main(["eval", "--benchmark", "geneval", "--categories", "colours", "--model", "tiny",
+                 "--out", str(tmp_path)]) == 2
+    assert "colours" in capsys.readouterr().err
+    assert main(["eval", "--benchmark", "t2i-compbench", "--categories", "non_spatial", "--images", str(tmp_path),
+                 "--out", str(tmp_path), "--metric-device", "cpu"]) == 2  # CLIP cannot be downloaded here
+    err = capsys.readouterr().err
+    assert "clip" in err and "openai/clip-vit-base-patch32" in err

@@ -17,7 +17,7 @@ from PIL import Image
 from gotr1.rewards.judges import as_rgb_array
 
 
-class MetricLoadError(RuntimeError):
+class MetricLoadError(OSError):
     """An evaluator's model could not be loaded; the message names the metric and the id."""
 
 
@@ -32,6 +32,10 @@ class Metric:
 
     def __call__(self, prompts: list[str], images) -> np.ndarray:
         return self.score(prompts, images)
+
+    def describe(self) -> str:
+        """What ran, for ``summary.json`` (e.g. the model id, or which noun-phrase chunker)."""
+        return self.name
 
 
 def load_model(metric: str, path_or_id: str, load):

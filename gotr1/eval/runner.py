@@ -209,7 +209,9 @@ def run_benchmark(protocol: Protocol, metrics: dict, out: str | Path, *, model=N
         write_tables(protocol, result.summary, out)
         write_sample_grid(merged, root, out / "samples.png")
         (out / "summary.json").write_text(json.dumps({
-            "benchmark": protocol.name, "summary": result.summary, "scored_this_run": result.scored,
+            "benchmark": protocol.name, "summary": result.summary,
+            "metrics": {category: metrics[category].describe() for category in sorted(metrics)},
+            "scored_this_run": result.scored,
             "not_scored_this_run": result.not_scored, "skipped": result.skipped}, indent=2) + "\n", encoding="utf-8")
     if world > 1:
         dist.barrier()

@@ -1,0 +1,176 @@
+"""Random-weight evaluator models built in process, for tests and CPU benchmarks.
+
+Each builder returns ``(model, processor)`` ready for a metric class of :mod:`gotr1.eval.compbench` (or
+GenEval's): the architecture of the real evaluator at a tiny width, its processor, and a tokenizer trained
+here on the shipped T2I-CompBench prompts, so no weights or vocabularies are downloaded. Scores from these
+models are noise; the builders exist so every metric runs end to end on a CPU in seconds. Weights depend
+only on ``seed``; the global RNG is left untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib.resources import files
+
+import torch
+
+_BENCH = "assets/t2i_compbench"
+# Words the evaluators ask about beyond the prompts: the VQA answers, GenEval's colours and counts.
+_EXTRA_WORDS = "yes no zero one two three four five six seven eight nine ten photo of".split()
+
+
+def _corpus() -> list[str]:
+    """The shipped prompt lists, extra words, and every letter alone (so any word has a spelling)."""
+    folder = files("gotr1").joinpath(_BENCH)
+    lines = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".txt"):
+            lines += entry.read_text(encoding="utf-8").splitlines()
+    letters = " ".join("abcdefghijklmnopqrstuvwxyz0123456789?.,'-")
+    return lines + [" ".join(_EXTRA_WORDS)] * 64 + [letters] * 8
+
+
+def _seeded(seed: int, build):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().eval()
+
+
+# ---------------------------------------------------------------------------------------------- CLIP
+
+
+@lru_cache(maxsize=1)
+def _clip_vocab() -> tuple[dict, tuple]:
+    """Vocabulary and merges of a 1024-token BPE trained with CLIP's normaliser and word splitting."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token="<|endoftext|>"))
+    backend.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    word = Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""")  # CLIP's word pattern
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(word, behavior="removed", invert=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        special_tokens=["<|startoftext|>", "<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    backend.train_from_iterator(_corpus(), trainer)
+    model = json.loads(backend.to_str())["model"]
+    # CLIP and OWL pool the text at the highest id (their end token, last in CLIP's vocabulary): move
+    # the two special tokens to the end so argmax pooling finds the end token here as well.
+    specials = ["<|startoftext|>", "<|endoftext|>"]
+    tokens = sorted((t for t in model["vocab"] if t not in specials), key=model["vocab"].__getitem__)
+    vocab = {token: i for i, token in enumerate(tokens + specials)}
+    return vocab, tuple(tuple(pair) for pair in model["merges"])
+
+
+def _clip_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _clip_vocab()
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges))
+
+
+def _layers(width: int, layers: int) -> dict:
+    """One transformer tower's size: ``layers`` layers of ``width`` (heads of 64, at least 2; MLP 4x)."""
+    return dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
+                num_attention_heads=max(2, width // 64))
+
+
+def _towers(tokenizer, image_size: int, max_positions: int, width: int, layers: int, patch: int) -> tuple[dict, dict]:
+    """Text and vision tower configs of the tiny CLIP and OWLv2."""
+    text = dict(vocab_size=len(tokenizer), max_position_embeddings=max_positions, bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **_layers(width, layers))
+    vision = dict(image_size=image_size, patch_size=patch, **_layers(width, layers))
+    return text, vision
+
+
+def tiny_clip(seed: int = 0, image_size: int = 32, width: int = 32, layers: int = 2, patch: int = 8):
+    """A random-weight ``CLIPModel`` (by default 2 layers of width 32 per tower, patch 8; benchmarks ask for
+    real widths) and its ``CLIPProcessor``.
+
+    The tokenizer is a ``CLIPTokenizer`` over a BPE trained here with CLIP's splitting and ``</w>``
+    word ends; the image processor resizes and centre-crops to ``image_size``. Builds in about 1 s.
+    """
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+
+    tokenizer = _clip_tokenizer()
+    text, vision = _towers(tokenizer, image_size, 77, width, layers, patch)
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+    model = _seeded(seed, lambda: CLIPModel(config))
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    return model, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+# ---------------------------------------------------------------------------------------------- BLIP
+
+
+@lru_cache(maxsize=1)
+def _bert_vocab() -> dict:
+    """A 1024-token WordPiece vocabulary (lower-cased, BERT's specials plus BLIP's ``[DEC]`` and ``[ENC]``)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=1024,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"],
+        show_progress=False,
+    )
+    backend.train_from_iterator(_corpus(), trainer)
+    return backend.get_vocab()
+
+
+def tiny_blip_vqa(seed: int = 0, image_size: int = 32, width: int = 32, layers: int = 2, patch: int = 8):
+    """A random-weight ``BlipForQuestionAnswering`` (by default 2 layers of width 32, patch 8) and its
+    ``BlipProcessor``.
+
+    The tokenizer is a ``BertTokenizer`` over a WordPiece vocabulary trained here, with ``yes`` and ``no``
+    single tokens and BLIP's ``[DEC]`` (the decoder's start) and ``[ENC]`` (the question's first token).
+    """
+    from transformers import BertTokenizer, BlipConfig, BlipForQuestionAnswering, BlipImageProcessorPil, BlipProcessor
+
+    vocab = _bert_vocab()
+    tokenizer = BertTokenizer(vocab=dict(vocab), bos_token="[DEC]", extra_special_tokens=["[ENC]"])
+    config = BlipConfig(
+        text_config=dict(
+            vocab_size=len(vocab), encoder_hidden_size=width, max_position_embeddings=64,
+            bos_token_id=vocab["[DEC]"], pad_token_id=vocab["[PAD]"], sep_token_id=vocab["[SEP]"],
+            **_layers(width, layers),
+        ),
+        vision_config=dict(image_size=image_size, patch_size=patch, **_layers(width, layers)),
+        projection_dim=16,
+    )
+    model = _seeded(seed, lambda: BlipForQuestionAnswering(config))
+    image_processor = BlipImageProcessorPil(size={"height": image_size, "width": image_size})
+    return model, BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+# ------------------------------------------------------------------------------------------ detector
+
+
+def tiny_detector(seed: int = 0, image_size: int = 32, width: int = 32, layers: int = 2, patch: int = 8):
+    """A random-weight ``Owlv2ForObjectDetection`` (by default 2 layers of width 32 per tower, patch 8) and its
+    processor.
+
+    OWLv2 is the open-vocabulary detector of :class:`gotr1.eval.compbench.SpatialScore`; its text tower
+    reads the CLIP-style tokenizer of :func:`tiny_clip` and queries are padded to 16 tokens as OWLv2's are.
+    """
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil, Owlv2Processor
+
+    tokenizer = _clip_tokenizer()
+    text, vision = _towers(tokenizer, image_size, 16, width, layers, patch)
+    # OWL's class head compares vision features with query embeddings of this width.
+    config = Owlv2Config(text_config=text, vision_config=vision, projection_dim=width)
+    model = _seeded(seed, lambda: Owlv2ForObjectDetection(config))
+    image_processor = Owlv2ImageProcessorPil(size={"height": image_size, "width": image_size})
+    return model, Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer)
