@@ -1,6 +1,6 @@
 """Evaluator throughput: images scored per second by each metric, batched vs one image at a time.
 
-Random-weight models (nothing is downloaded): on the CPU the tiny configs of :mod:`gotr1.eval.tiny_models`
+Random-weight models (nothing is downloaded): on the CPU the tiny configs of :mod:`gotr1.metrics.tiny_models`
 (the pipeline's overhead: processors, parsing, post-processing); with ``--size base`` real widths (CLIP and
 OWLv2 and BLIP towers of width 768 x 12 layers at their real image sizes; GenEval's Mask2Former stays tiny),
 which is what ``benchmarks/gpu_check.sh`` runs on a GPU. The baseline, in the same run, is the same metric
@@ -20,10 +20,10 @@ import time
 import numpy as np
 import torch
 
-from gotr1.eval.compbench import BlipVQAScore, CLIPScore, SpatialScore
-from gotr1.eval.geneval import GenEvalScore, load_metadata, tiny_mask2former
+from gotr1.metrics.compbench import BlipVQAScore, CLIPScore, SpatialScore
+from gotr1.metrics.geneval import GenEvalScore, load_metadata, tiny_mask2former
 from gotr1.eval.protocols import CompBench
-from gotr1.eval.tiny_models import tiny_blip_vqa, tiny_clip, tiny_detector
+from gotr1.metrics.tiny_models import tiny_blip_vqa, tiny_clip, tiny_detector
 
 # (width, layers, patch, image size) per model at --size base: ViT-B/32 CLIP, BLIP-VQA base at 480 px, OWLv2 base.
 BASE = {"clip": (768, 12, 32, 224), "blip": (768, 12, 16, 480), "owl": (768, 12, 16, 960)}

@@ -1,7 +1,7 @@
 """gotr1: reasoning-driven text-to-image training (GoT-R1) for Janus-Pro.
 
 The package is organised by stage, each importing only the ones before it: the chain and layout formats
-(``gotr1.chain``, ``gotr1.layout``), ``gotr1.policy``, ``gotr1.rollout``, ``gotr1.rewards``, ``gotr1.train``
+(``gotr1.chain``, ``gotr1.layout``), ``gotr1.policy``, ``gotr1.rollout``, ``gotr1.rewards`` and ``gotr1.metrics``, ``gotr1.train``
 and ``gotr1.grpo``, ``gotr1.eval``, ``gotr1.demo``, ``gotr1.cli``; ``gotr1.kernels`` (the repository's
 ``kernels/`` folder) sits below them all. See ``docs/architecture.md``.
 """

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import torch.distributed as dist
 
-from gotr1.eval.metric import Metric
+from gotr1.metrics.metric import Metric
 from gotr1.eval.protocols import CompBench
 from gotr1.eval.runner import run_benchmark
 from gotr1.policy.model import tiny_janus

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from gotr1.eval.metric import Metric
+from gotr1.metrics.metric import Metric
 from gotr1.eval.protocols import CompBench, protocol
 from gotr1.eval.runner import run_benchmark
 from gotr1.policy.model import tiny_janus

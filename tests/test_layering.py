@@ -17,7 +17,7 @@ STAGES = {
     "gotr1.chain": 1, "gotr1.layout": 1, "gotr1.prompt_sets": 1,
     "gotr1.policy": 2,
     "gotr1.rollout": 3,
-    "gotr1.rewards": 4,
+    "gotr1.rewards": 4, "gotr1.metrics": 4,
     "gotr1.train": 5, "gotr1.eval": 5,
     "gotr1.grpo": 6,
     "gotr1.demo": 7,

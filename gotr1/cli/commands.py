@@ -171,7 +171,7 @@ def _eval_metrics(args, protocol, categories: list[str], device):
     if protocol.name == "judge":
         from gotr1.cli.jobs import JudgeSettings
         from gotr1.cli.resolve import build_judge
-        from gotr1.eval.judge_rubric import JudgeRubricScore
+        from gotr1.metrics.judge_rubric import JudgeRubricScore
 
         (judge_settings,) = _settings(args, JudgeSettings)
         rubric = JudgeRubricScore(build_judge(judge_settings))

@@ -2,11 +2,11 @@
 its metrics and its table.
 
 * ``t2i-compbench``: the validation lists (shipped), 10 images per prompt, ``{category}/samples/{prompt}_{n:06}.png``
-  (``n`` counts the category's images), one metric per category (:mod:`gotr1.eval.compbench`), the mean per
+  (``n`` counts the category's images), one metric per category (:mod:`gotr1.metrics.compbench`), the mean per
   category; the GoT-R1 paper's rows beside the run's.
 * ``geneval``: the 553 prompts of GenEval's metadata (shipped), 4 images per prompt,
   ``{index:05}/samples/{k:04}.png`` beside ``{index:05}/metadata.jsonl``, correctness per image
-  (:mod:`gotr1.eval.geneval`), per-tag accuracy and their mean.
+  (:mod:`gotr1.metrics.geneval`), per-tag accuracy and their mean.
 * ``judge``: the T2I-CompBench lists (or a prompt file) scored by the MLLM judge's prompt-image rubric (R_PI);
   comparable between gotr1 runs, not with any paper.
 """
@@ -132,7 +132,7 @@ class CompBench(Protocol):
         return _category_means(records, self.categories)
 
     def load_metrics(self, categories, device="cpu", dtype=None, tiny=False):
-        from gotr1.eval.compbench import load_metrics
+        from gotr1.metrics.compbench import load_metrics
 
         return load_metrics(categories, device=device, dtype=dtype, tiny=tiny)
 
@@ -172,7 +172,7 @@ class GenEval(Protocol):
     paper_source = "Janus-Pro (arXiv 2501.17811), GenEval table; GoT-R1 reports no GenEval row"
 
     def items(self, categories, limit=None):
-        from gotr1.eval.geneval import load_metadata
+        from gotr1.metrics.geneval import load_metadata
 
         wanted = set(self.check_categories(categories))
         taken: dict[str, int] = {}
@@ -188,8 +188,8 @@ class GenEval(Protocol):
         return out / f"{item.index:05}" / "samples" / f"{sample:04}.png"
 
     def load_metrics(self, categories, device="cpu", dtype=None, tiny=False):
-        from gotr1.eval.geneval import GenEvalScore, tiny_mask2former
-        from gotr1.eval.tiny_models import tiny_clip
+        from gotr1.metrics.geneval import GenEvalScore, tiny_mask2former
+        from gotr1.metrics.tiny_models import tiny_clip
 
         metric = (GenEvalScore(*tiny_mask2former(), *tiny_clip()) if tiny
                   else GenEvalScore.from_pretrained(device=device, dtype=dtype))
@@ -217,7 +217,7 @@ class GenEval(Protocol):
         return records
 
     def summary(self, records):
-        from gotr1.eval.geneval import summarize
+        from gotr1.metrics.geneval import summarize
 
         scored = [r for r in records if r["score"] is not None and not math.isnan(r["score"])]
         result = summarize([r["category"] for r in scored], [r["score"] for r in scored])

@@ -1,6 +1,6 @@
 """Random-weight evaluator models built in process, for tests and CPU benchmarks.
 
-Each builder returns ``(model, processor)`` ready for a metric class of :mod:`gotr1.eval.compbench` (or
+Each builder returns ``(model, processor)`` ready for a metric class of :mod:`gotr1.metrics.compbench` (or
 GenEval's): the architecture of the real evaluator at a tiny width, its processor, and a tokenizer trained
 here on the shipped T2I-CompBench prompts, so no weights or vocabularies are downloaded. Scores from these
 models are noise; the builders exist so every metric runs end to end on a CPU in seconds. Weights depend
@@ -162,7 +162,7 @@ def tiny_detector(seed: int = 0, image_size: int = 32, width: int = 32, layers: 
     """A random-weight ``Owlv2ForObjectDetection`` (by default 2 layers of width 32 per tower, patch 8) and its
     processor.
 
-    OWLv2 is the open-vocabulary detector of :class:`gotr1.eval.compbench.SpatialScore`; its text tower
+    OWLv2 is the open-vocabulary detector of :class:`gotr1.metrics.compbench.SpatialScore`; its text tower
     reads the CLIP-style tokenizer of :func:`tiny_clip` and queries are padded to 16 tokens as OWLv2's are.
     """
     from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil, Owlv2Processor

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from gotr1.eval import nouns, tiny_models
-from gotr1.eval.compbench import (
+from gotr1.metrics import nouns, tiny_models
+from gotr1.metrics.compbench import (
     METRIC_FOR_CATEGORY,
     BlipVQAScore,
     CLIPScore,
@@ -19,8 +19,8 @@ from gotr1.eval.compbench import (
     vqa_question,
     yes_probability,
 )
-from gotr1.eval.metric import Metric, MetricLoadError
-from gotr1.eval.spatial import (
+from gotr1.metrics.metric import Metric, MetricLoadError
+from gotr1.metrics.spatial import (
     DISTANCE_THRESHOLD,
     IOU_THRESHOLD,
     box_iou,
@@ -29,7 +29,7 @@ from gotr1.eval.spatial import (
     spatial_relation,
     spatial_rule,
 )
-from gotr1.eval.three_in_one import complex_kind, three_in_one
+from gotr1.metrics.three_in_one import complex_kind, three_in_one
 
 BENCH = files("gotr1").joinpath("assets/t2i_compbench")
 

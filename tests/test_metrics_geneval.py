@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gotr1.eval.geneval import (
+from gotr1.metrics.geneval import (
     TAGS,
     GenEvalScore,
     detector_class_names,
@@ -18,7 +18,7 @@ from gotr1.eval.geneval import (
     summarize,
     tiny_mask2former,
 )
-from gotr1.eval.geneval_rules import (
+from gotr1.metrics.geneval_rules import (
     COLORS,
     ClassDetections,
     DetectedObject,
@@ -29,8 +29,8 @@ from gotr1.eval.geneval_rules import (
     relative_position,
     select_objects,
 )
-from gotr1.eval.metric import MetricLoadError
-from gotr1.eval.tiny_models import tiny_clip
+from gotr1.metrics.metric import MetricLoadError
+from gotr1.metrics.tiny_models import tiny_clip
 
 IMAGE = np.zeros((64, 64, 3), dtype=np.uint8)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gotr1.eval.metric import Metric, check_batch, rgb_images
+from gotr1.metrics.metric import Metric, check_batch, rgb_images
 from gotr1.rewards.mllm import prompt_image_reward
 
 

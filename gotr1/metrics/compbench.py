@@ -16,7 +16,7 @@ metric nothing to score. Departures from the official scripts:
   confidences run lower than UniDet's). Boxes are measured in the 479-pixel frame UniDet saw, where the
   150-pixel threshold applies. UniDet's label-space mapping (girl, boy, man, woman -> person) is not needed.
 - Prompt parsing uses spaCy's ``en_core_web_sm`` when installed, else the rule-based chunker of
-  :mod:`gotr1.eval.nouns` (install: ``pip install spacy && python -m spacy download en_core_web_sm``).
+  :mod:`gotr1.metrics.nouns` (install: ``pip install spacy && python -m spacy download en_core_web_sm``).
 - BLIP-VQA: a prompt with no noun phrase scores NaN (the official product over no question is 1);
   per-question probabilities are not rounded to 4 decimals between questions.
 - CLIP: the cosine is clamped below at 0 (the official score is the raw cosine, in practice positive);
@@ -36,10 +36,10 @@ import re
 import numpy as np
 import torch
 
-from gotr1.eval.metric import Metric, check_batch, load_model, rgb_images
-from gotr1.eval.nouns import chunker, complex_spatial_objects, noun_phrases, spatial_objects, without_adjectives
-from gotr1.eval.spatial import official_frame, spatial_relation, spatial_rule
-from gotr1.eval.three_in_one import complex_kind, three_in_one
+from gotr1.metrics.metric import Metric, check_batch, load_model, rgb_images
+from gotr1.metrics.nouns import chunker, complex_spatial_objects, noun_phrases, spatial_objects, without_adjectives
+from gotr1.metrics.spatial import official_frame, spatial_relation, spatial_rule
+from gotr1.metrics.three_in_one import complex_kind, three_in_one
 
 
 def _device_dtype(model) -> tuple[torch.device, torch.dtype]:
@@ -89,7 +89,7 @@ def phrase_product(probabilities) -> float:
 class BlipVQAScore(Metric):
     """Attribute binding (color, shape, texture): BLIP-VQA's "yes" probability for each noun phrase.
 
-    Per image: the prompt's noun phrases (:func:`gotr1.eval.nouns.noun_phrases`, at most 8), one question
+    Per image: the prompt's noun phrases (:func:`gotr1.metrics.nouns.noun_phrases`, at most 8), one question
     ``"{phrase}?"`` each (:func:`vqa_question`). The question, its first token replaced by BLIP's ``[ENC]``
     as the original BLIP does (transformers' own ``generate`` keeps ``[CLS]``), is encoded against the
     480-pixel image; the decoder reads its start token ``[DEC]`` once, and the first answer token's logits
@@ -176,7 +176,7 @@ class CLIPScore(Metric):
 
     ``cos = <f_img / |f_img|, f_txt / |f_txt|>``, no logit scale, no factor (neither 100 nor 2.5), clamped
     below at 0. ``complex=True`` (the official ``--complex``) first drops the prompt's adjectives
-    (:func:`gotr1.eval.nouns.without_adjectives`), as 3-in-1 reads it.
+    (:func:`gotr1.metrics.nouns.without_adjectives`), as 3-in-1 reads it.
     """
 
     name = "clip"
@@ -221,10 +221,10 @@ class CLIPScore(Metric):
 
 
 class SpatialScore(Metric):
-    """2D-spatial relations: two detected objects placed by the official geometry rule (:mod:`gotr1.eval.spatial`).
+    """2D-spatial relations: two detected objects placed by the official geometry rule (:mod:`gotr1.metrics.spatial`).
 
     The objects are the prompt's first and last noun (``complex=True``: the nouns around the relation,
-    :func:`gotr1.eval.nouns.complex_spatial_objects`), each queried from OWLv2, whose best box above
+    :func:`gotr1.metrics.nouns.complex_spatial_objects`), each queried from OWLv2, whose best box above
     ``threshold`` stands for it; the relation is the first official relation word in the prompt. A simple
     prompt without a noun is NaN; a complex one without exactly two objects is 0, as officially.
     """
@@ -261,7 +261,7 @@ class SpatialScore(Metric):
     def detect(self, images: list[np.ndarray], queries: list[tuple[str, ...]]) -> list[list[tuple]]:
         """Per image, per query: ``(box, confidence)`` of its best box, or ``(None, None)`` at or under threshold.
 
-        Boxes are ``(x1, y1, x2, y2)`` in the official frame (:func:`gotr1.eval.spatial.official_frame`).
+        Boxes are ``(x1, y1, x2, y2)`` in the official frame (:func:`gotr1.metrics.spatial.official_frame`).
         OWLv2 predicts boxes relative to the image padded square at its bottom and right, so a box
         scales by the image's longer side before the frame's resize.
         """
@@ -354,7 +354,7 @@ METRIC_FOR_CATEGORY = {
 def load_metrics(categories, device="cpu", dtype=None, tiny: bool = False) -> dict[str, Metric]:
     """One metric per category, categories of one class sharing one object and 3-in-1 sharing their models.
 
-    ``tiny=True`` builds random-weight models (:mod:`gotr1.eval.tiny_models`) for tests and CPU smoke runs.
+    ``tiny=True`` builds random-weight models (:mod:`gotr1.metrics.tiny_models`) for tests and CPU smoke runs.
     """
     unknown = [c for c in categories if c not in METRIC_FOR_CATEGORY]
     if unknown:
@@ -377,7 +377,7 @@ def _build(cls, get, device, dtype, tiny: bool) -> Metric:
                                             detector.threshold, complex=True))
     if not tiny:
         return cls.from_pretrained(device=device, dtype=dtype)
-    from gotr1.eval import tiny_models
+    from gotr1.metrics import tiny_models
 
     if cls is BlipVQAScore:
         model, processor = tiny_models.tiny_blip_vqa()

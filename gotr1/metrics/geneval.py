@@ -1,7 +1,7 @@
 """GenEval (Ghosh et al., NeurIPS 2023): is each image right for its prompt's object metadata? 1.0 or 0.0.
 
 Protocol, as the official evaluator (https://github.com/djghosh13/geneval, ``evaluation/evaluate_images.py`` and
-``evaluation/summary_scores.py``; the rules themselves are in :mod:`gotr1.eval.geneval_rules`): 553 prompts
+``evaluation/summary_scores.py``; the rules themselves are in :mod:`gotr1.metrics.geneval_rules`): 553 prompts
 (shipped in ``gotr1/assets/geneval``), 4 images per prompt; a Mask2Former (Swin-S, COCO instance) detector whose
 detections count above a confidence of 0.3 (0.9 for counting prompts), at most 16 per class; each object's colour
 by CLIP ViT-L/14 zero-shot on its crop, background outside the mask painted ``#999``; positions from box centres
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gotr1.eval.geneval_rules import (
+from gotr1.metrics.geneval_rules import (
     COLOR_TEMPLATES,
     COLORS,
     TAGS,
@@ -43,7 +43,7 @@ from gotr1.eval.geneval_rules import (
     object_crop,
     summarize,
 )
-from gotr1.eval.metric import Metric, check_batch, load_model, rgb_images
+from gotr1.metrics.metric import Metric, check_batch, load_model, rgb_images
 
 __all__ = ["TAGS", "GenEvalScore", "ClipColorClassifier", "load_metadata", "object_names", "summarize",
            "tiny_mask2former", "detector_class_names", "masks_to_boxes"]
