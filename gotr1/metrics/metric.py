@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gotr1.rewards.judges import as_rgb_array
+from gotr1.images import as_rgb_array
 
 
 class MetricLoadError(OSError):

@@ -30,7 +30,7 @@ import numpy as np
 from gotr1.chain import Chain, parse_chain, strip_boxes
 from gotr1.rewards.combine import RewardConfig, combine
 from gotr1.rewards.coords import best_iou, pixels_to_unit
-from gotr1.rewards.judges import image_size
+from gotr1.images import image_size
 from gotr1.rewards.parsing import parse_bboxes, parse_score
 from gotr1.rewards.templates import GROUNDING, PROMPT_IMAGE, SEMANTIC, SPATIAL
 

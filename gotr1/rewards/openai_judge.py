@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from gotr1.rewards.coords import QWEN_FACTOR, QWEN_MAX_PIXELS, QWEN_MIN_PIXELS, smart_resize
-from gotr1.rewards.judges import as_rgb_array, message_parts, request_images
+from gotr1.images import as_rgb_array
+from gotr1.rewards.judges import message_parts, request_images
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gotr1.chain import Chain, ChainObject, parse_chain
-from gotr1.rewards.judges import as_rgb_array
+from gotr1.images import as_rgb_array
 
 # Relation phrases, longest first so "on the top of" wins over "on"; each maps to one geometric test.
 RELATIONS = (
