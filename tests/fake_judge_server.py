@@ -23,17 +23,12 @@ import json
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from background_server import BackgroundServer
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # socketserver's default backlog of 5 drops concurrent connects, and each dropped SYN costs the client a
-    # one-second retransmit: far from a real server (uvicorn: 2048).
-    request_queue_size = 1024
-
-
-class FakeOpenAIServer:
+class FakeOpenAIServer(BackgroundServer):
     """Serve fake chat completions on 127.0.0.1 in a background thread; use as a context manager.
 
     Parameters
@@ -58,20 +53,11 @@ class FakeOpenAIServer:
         self.payloads: list[dict] = []
         self.headers: list[dict] = []
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler_class())
 
     def url(self, mode: str = "good") -> str:
         """The ``base_url`` to give :class:`~gotr1.rewards.OpenAIJudge` for ``mode``."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}/{mode}/v1"
-
-    def __enter__(self) -> "FakeOpenAIServer":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return f"http://127.0.0.1:{self.port}/{mode}/v1"
 
     def reply_text(self, payload: dict) -> str:
         """What ``good`` answers to a request body."""

@@ -225,6 +225,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reward_entries(text: str):
+    """``hps@cuda:1,pickscore`` -> model entries (name, device)."""
+    from gotr1.rewards.compose import MODEL_REWARDS, ModelEntry
+
+    entries = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, _, device = part.partition("@")
+        if name not in MODEL_REWARDS:
+            raise argparse.ArgumentTypeError(f"{name!r} is not one of {', '.join(MODEL_REWARDS)}")
+        entries.append(ModelEntry(name, device=device or None))
+    if not entries:
+        raise argparse.ArgumentTypeError("name at least one reward model")
+    return entries
+
+
+def _cmd_serve_rewards(args: argparse.Namespace) -> int:
+    from gotr1.rewards.compose import load_reward_model
+    from gotr1.rewards.server import RewardServer
+
+    rewards = {entry.name: load_reward_model(entry, tiny=args.tiny) for entry in args.rewards}
+    RewardServer(rewards, host=args.host, port=args.port, max_batch=args.max_batch,
+                 max_wait=args.max_wait).serve_forever()
+    return 0
+
+
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     from gotr1.cli.config_io import add_config_options
     from gotr1.rollout import Sampling
@@ -312,6 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(ev, JudgeSettings, "judge (--benchmark judge)")
     _add_sampling_options(ev)
     ev.set_defaults(run=_cmd_eval)
+
+    serve = sub.add_parser("serve-rewards", help="host reward models over HTTP for training nodes (RemoteReward)",
+                           description="Serve reward models on their own GPUs; concurrent requests are batched per "
+                                       "model. Training reaches them with a reward entry's url (reward: {hps: {url: "
+                                       "http://HOST:PORT}}). Ctrl-C stops.")
+    serve.add_argument("--rewards", required=True, type=_reward_entries,
+                       help="models joined by commas, each optionally @device: hps@cuda:1,pickscore@cuda:2")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8100, help="port (default: 8100)")
+    serve.add_argument("--max-batch", type=_positive_int, default=32, help="most images per model call (default: 32)")
+    serve.add_argument("--max-wait", type=float, default=0.01,
+                       help="seconds a batch waits for more requests (default: 0.01)")
+    serve.add_argument("--tiny", action="store_true", help="random-weight tiny models (smoke tests offline)")
+    serve.set_defaults(run=_cmd_serve_rewards)
     return parser
 
 

@@ -42,7 +42,7 @@ def _parse_value(text: str, kind):
     if origin in (typing.Union, types.UnionType):
         if text.lower() in ("none", "null") and type(None) in args:
             return None
-        return _parse_value(text, next(a for a in args if a is not type(None)))
+        return _parse_value(text, next(a for a in args if a not in (type(None), dict)))
     if origin is tuple:
         item = args[0] if args else str
         return tuple(_parse_value(part.strip(), item) for part in text.split(",") if part.strip())
@@ -57,12 +57,15 @@ def _parse_value(text: str, kind):
 
 def _coerce(value, kind):
     """A YAML value as the field type ``kind``: exact types pass, text converts as on the command line,
-    anything else (a float for an int, a number for a string, a non-finite number) is refused."""
+    anything else (a float for an int, a number for a string, a non-finite number) is refused. A field typed
+    ``str | dict`` takes a mapping, or text (a mapping written as YAML text stays text for its owner to read)."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        return _coerce(value, next(a for a in args if a is not type(None)))
+        if isinstance(value, dict) and dict in args:
+            return dict(value)
+        return _coerce(value, next(a for a in args if a not in (type(None), dict)))
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"expected a list, got {value!r}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import yaml
+
 
 def _check(settings, name: str, ok: bool, expected: str) -> None:
     if not ok:
@@ -54,12 +56,27 @@ class GRPOJob(PolicySettings, JudgeSettings):
 
     prompts: str = "color,shape,texture,spatial,non_spatial,complex"
     """Training prompts: a text file (one prompt a line) or T2I-CompBench categories joined by commas."""
-    reward: str = "judge"
-    """``judge`` (GoT-R1's four MLLM rewards) or ``rules`` (offline layout and colour rule rewards)."""
+    reward: str | dict = "judge"
+    """``judge`` (GoT-R1's four MLLM rewards), ``rules`` (offline layout and colour rule rewards), or a mapping
+    composing the judge and reward models (``{judge: true, hps: {weight: 1, device: cuda:1}, combine: product}``;
+    see :mod:`gotr1.rewards.compose`; on the command line as YAML text)."""
+    reward_preset: str | None = None
+    """A published reward: ``got-r1`` (the judge's product times R_HPS), ``got-r1-arxiv`` (without R_HPS) or
+    ``t2i-r1`` (T2I-R1's ensemble); a ``reward`` mapping is laid over it."""
     reward_mode: str = "product"
-    """How reward components combine: ``product`` (GoT-R1) or ``sum`` (the paper's weaker ablation)."""
+    """How ``judge`` / ``rules`` components combine: ``product`` (GoT-R1) or ``sum`` (the paper's weaker ablation)."""
+    tiny_reward_models: bool = False
+    """Random-weight tiny reward models instead of the real ones (offline smoke runs; the scores mean nothing)."""
 
     def __post_init__(self):
         super().__post_init__()
-        _check(self, "reward", self.reward in ("judge", "rules"), "'judge' or 'rules'")
+        if isinstance(self.reward, str) and self.reward.lstrip().startswith("{"):
+            self.reward = yaml.safe_load(self.reward)  # a mapping given as text on the command line
+        if isinstance(self.reward, str):
+            _check(self, "reward", self.reward in ("judge", "rules"), "'judge', 'rules' or a mapping")
         _check(self, "reward_mode", self.reward_mode in ("product", "sum"), "'product' or 'sum'")
+
+    @property
+    def composed(self) -> bool:
+        """Whether the reward is a composition (a mapping or a preset) rather than ``judge`` / ``rules``."""
+        return isinstance(self.reward, dict) or self.reward_preset is not None

@@ -75,9 +75,15 @@ def build_judge(settings: JudgeSettings, device=None):
 
 
 def build_reward(job: GRPOJob, device=None):
-    """The policy reward of a ``gotr1 grpo`` job: the judge's four rewards, or the offline rule rewards."""
+    """The policy reward of a ``gotr1 grpo`` job: the judge's four rewards, the offline rule rewards, or a
+    composition of the judge and reward models (a mapping or a preset, :mod:`gotr1.rewards.compose`)."""
     from gotr1.rewards import ColorRuleReward, JudgeReward, LayoutRuleReward, RewardConfig, RuleReward
 
+    if job.composed:
+        from gotr1.rewards.compose import build_composed_reward, parse_reward_spec
+
+        spec = parse_reward_spec(job.reward if isinstance(job.reward, dict) else None, job.reward_preset)
+        return build_composed_reward(spec, lambda: build_judge(job, device), tiny=job.tiny_reward_models)
     if job.reward == "rules":
         return RuleReward({"layout": LayoutRuleReward(), "color": ColorRuleReward()}, job.reward_mode)
     return JudgeReward(build_judge(job, device), RewardConfig(mode=job.reward_mode))

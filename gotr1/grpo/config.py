@@ -83,6 +83,11 @@ class GRPOConfig(TrainingConfig):
     max_judge_outage_steps: int = 3
     """Abort after this many consecutive judge-outage steps (0: never); the judge is also asked one check
     question before the first step."""
+    alarm_window: int = 20
+    """Reward-hacking alarms: compare each reward component's mean over the last this many steps with the
+    window before (0: off); see :mod:`gotr1.grpo.guard`."""
+    alarm_delta: float = 0.05
+    """An alarm: one component rose by more than this while another fell by more than this."""
     sample_every: int = 50
     """Write a sample grid PNG (prompt, chain, layout, image) every this many steps (0: never)."""
     tensorboard: bool = False
@@ -116,6 +121,8 @@ class GRPOConfig(TrainingConfig):
         self._check("importance_level", self.importance_level in ("token", "sequence"), "'token' or 'sequence'")
         self._check("scale_rewards", self.scale_rewards in SCALES, f"one of {SCALES}")
         self._check("judge_outage_rate", 0 <= self.judge_outage_rate < 1, "in [0, 1)")
+        self._check("alarm_window", self.alarm_window >= 0, ">= 0")
+        self._check("alarm_delta", self.alarm_delta > 0, "> 0")
         self._check("max_judge_outage_steps", self.max_judge_outage_steps >= 0, ">= 0")
         if not (self.chain_loss or self.image_loss):
             raise ValueError("GRPOConfig: chain_loss and image_loss are both False; the loss would cover nothing")

@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from gotr1.grpo.config import GRPOConfig
+from gotr1.grpo.guard import RewardTrends
 from gotr1.grpo.sample_grid import save_sample_grid
 from gotr1.grpo.update import loss_and_backward, loss_normalizer, policy_logprobs
 from gotr1.kernels.grpo_loss import METRIC_NAMES, group_advantages
@@ -104,6 +105,7 @@ class GRPOTrainer(TrainerShell):
         self.device = next(self.model.parameters()).device
         self.bad_in_row, self.skipped_steps = 0, state.get("skipped_steps", 0)
         self.reference_passes, self.outage_steps = 0, 0
+        self.trends = RewardTrends(config.alarm_window, config.alarm_delta)
         self.tb = None
         if config.tensorboard and self.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
@@ -235,16 +237,26 @@ class GRPOTrainer(TrainerShell):
                "rewards_missing": int(np.isnan(rewards).sum()),
                "advantage_mean": float(all_advantages.mean()),
                "advantage_abs_mean": float(all_advantages.abs().mean())}
+        monitors = set(getattr(self.reward, "monitors", ()))
         for name in sorted(scored.components):
             values = torch.as_tensor(np.asarray(scored.components[name], dtype=np.float32), device=self.device)
-            out[f"reward_{name}"] = nan_stat(gather_rows(values).cpu().numpy())
+            values = gather_rows(values).cpu().numpy()
+            lost = torch.as_tensor([scored.failed.get(name, 0.0) * len(scored.total)], device=self.device)
+            out[f"reward_{name}"] = nan_stat(values)
+            out[f"reward_{name}_std"] = nan_stat(values, np.nanstd)
+            out[f"reward_{name}_failed"] = float(gather_rows(lost).sum()) / len(values)
+            if name in monitors:
+                out[f"reward_{name}_monitor"] = True
+        out["reward_alarms"] = self.trends.update({name: out[f"reward_{name}"] for name in scored.components})
         return out
 
     def _maybe_grid(self, r, scored) -> None:
         every = self.config.sample_every
         if self.rank != 0 or not every or self.step % every:
             return
-        titles = [f"reward {t:.3f}" for t in scored.total]
+        titles = [f"reward {t:.3f} | " + " ".join(f"{name} {scored.components[name][row]:.2f}"
+                                                  for name in sorted(scored.components))
+                  for row, t in enumerate(scored.total)]
         save_sample_grid(self.output_dir / "samples" / f"step-{self.step:07d}.png", r.row_prompts, r.chains,
                          None if r.images is None else r.images.numpy(), titles=titles)
 
@@ -284,13 +296,22 @@ class GRPOTrainer(TrainerShell):
         if self.step % cfg.save_every:  # every rank decides alike: the counts are summed over ranks
             self.save_everywhere()
         raise JudgeUnavailableError(
-            f"the judge failed more than {cfg.judge_outage_rate:.0%} of its requests for {self.outage_steps} "
-            f"consecutive steps (last: {metrics['judge_failures']} of {metrics['judge_requests']}); stopped at "
-            f"step {self.step} with its checkpoint written. Fix the judge, then resume (--resume)")
+            f"the judge or a reward model failed more than {cfg.judge_outage_rate:.0%} of its requests for "
+            f"{self.outage_steps} consecutive steps (last: judge {metrics['judge_failures']} of "
+            f"{metrics['judge_requests']}; {self._failed_models(metrics)}); stopped at step {self.step} with its "
+            "checkpoint written. Fix the judge or reward server, then resume (--resume)")
 
     def _judge_outage(self, metrics: dict) -> bool:
+        """More than ``judge_outage_rate`` of the judge's requests, or of any reward model's samples, failed."""
         requests = metrics.get("judge_requests", 0)
-        return requests > 0 and metrics["judge_failures"] / requests > self.config.judge_outage_rate
+        rate = self.config.judge_outage_rate
+        models = [v for k, v in metrics.items() if k.startswith("reward_") and k.endswith("_failed")]
+        return (requests > 0 and metrics["judge_failures"] / requests > rate) or any(v > rate for v in models)
+
+    @staticmethod
+    def _failed_models(metrics: dict) -> str:
+        shares = {k[7:-7]: v for k, v in metrics.items() if k.startswith("reward_") and k.endswith("_failed") and v}
+        return ", ".join(f"{name} {share:.0%} failed" for name, share in sorted(shares.items())) or "no reward model failed"
 
     def close(self) -> None:
         self.reward_worker.close()

@@ -9,7 +9,7 @@ only on ``seed``; the global RNG is left untouched.
 
 from __future__ import annotations
 
-import json
+import re
 from functools import lru_cache
 from importlib.resources import files
 
@@ -40,34 +40,31 @@ def _seeded(seed: int, build):
 # ---------------------------------------------------------------------------------------------- CLIP
 
 
+def _words(pattern: str) -> list[str]:
+    """The corpus's distinct lower-cased words under ``pattern``, sorted (a tokenizer trainer breaks ties in
+    its counts by hash order, which differs between processes: building the vocabulary from the sorted
+    words instead makes a tiny model identical in every process, e.g. beside a reward server)."""
+    return sorted({w for line in _corpus() for w in re.findall(pattern, line.lower())})
+
+
 @lru_cache(maxsize=1)
 def _clip_vocab() -> tuple[dict, tuple]:
-    """Vocabulary and merges of a 1024-token BPE trained with CLIP's normaliser and word splitting."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    backend = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token="<|endoftext|>"))
-    backend.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
-    )
-    word = Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""")  # CLIP's word pattern
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(word, behavior="removed", invert=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    trainer = trainers.BpeTrainer(
-        vocab_size=1024,
-        special_tokens=["<|startoftext|>", "<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    backend.train_from_iterator(_corpus(), trainer)
-    model = json.loads(backend.to_str())["model"]
-    # CLIP and OWL pool the text at the highest id (their end token, last in CLIP's vocabulary): move
-    # the two special tokens to the end so argmax pooling finds the end token here as well.
-    specials = ["<|startoftext|>", "<|endoftext|>"]
-    tokens = sorted((t for t in model["vocab"] if t not in specials), key=model["vocab"].__getitem__)
-    vocab = {token: i for i, token in enumerate(tokens + specials)}
-    return vocab, tuple(tuple(pair) for pair in model["merges"])
+    """Vocabulary and merges of a byte-level BPE with CLIP's ``</w>`` word ends: every character, and every
+    corpus word spelled by merging its letters left to right."""
+    words = _words(r"[a-z]+|[0-9]|[^\sa-z0-9]+")
+    chars = sorted({c for w in words for c in w})
+    tokens, merges = [*chars, *(c + "</w>" for c in chars)], []
+    for word in words:
+        symbols = [*word[:-1], word[-1] + "</w>"]
+        for symbol in symbols[1:]:
+            merges.append((symbols[0], symbol))
+            symbols[0] += symbol
+            tokens.append(symbols[0])
+    tokens, merges = list(dict.fromkeys(tokens)), list(dict.fromkeys(merges))
+    # CLIP and OWL pool the text at the highest id (their end token, last in CLIP's vocabulary): the two
+    # special tokens go last so argmax pooling finds the end token here as well.
+    vocab = {token: i for i, token in enumerate(tokens + ["<|startoftext|>", "<|endoftext|>"])}
+    return vocab, tuple(merges)
 
 
 def _clip_tokenizer():
@@ -115,19 +112,12 @@ def tiny_clip(seed: int = 0, image_size: int = 32, width: int = 32, layers: int 
 
 @lru_cache(maxsize=1)
 def _bert_vocab() -> dict:
-    """A 1024-token WordPiece vocabulary (lower-cased, BERT's specials plus BLIP's ``[DEC]`` and ``[ENC]``)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    backend = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=1024,
-        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"],
-        show_progress=False,
-    )
-    backend.train_from_iterator(_corpus(), trainer)
-    return backend.get_vocab()
+    """A WordPiece vocabulary (lower-cased): BERT's specials plus BLIP's ``[DEC]`` and ``[ENC]``, every corpus
+    word whole, and every character alone and as a ``##`` continuation (so any word has a spelling)."""
+    words = _words(r"[a-z0-9]+|[^\sa-z0-9]")
+    chars = sorted({c for w in words for c in w})
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]", *words, *chars, *("##" + c for c in chars)]
+    return {token: i for i, token in enumerate(dict.fromkeys(tokens))}
 
 
 def tiny_blip_vqa(seed: int = 0, image_size: int = 32, width: int = 32, layers: int = 2, patch: int = 8):

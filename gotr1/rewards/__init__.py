@@ -32,6 +32,7 @@ from gotr1.rewards.parsing import extract_json, normalize_score, parse_bboxes, p
 from gotr1.rewards.policy_reward import (
     JudgeReward,
     JudgeUnavailableError,
+    PolicyReward,
     RuleReward,
     ScoredBatch,
     as_policy_reward,
@@ -48,6 +49,7 @@ __all__ = [
     "JudgeUnavailableError",
     "LayoutRuleReward",
     "OpenAIJudge",
+    "PolicyReward",
     "PromptTemplate",
     "RewardBatch",
     "RewardCache",

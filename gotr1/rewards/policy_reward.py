@@ -32,10 +32,25 @@ class ScoredBatch:
     details: dict = field(default_factory=dict)
     requests: int = 0
     """Judge requests behind the scores (0 for rule rewards); ``failures`` counts those that failed."""
+    failed: dict[str, float] = field(default_factory=dict)
+    """Per component, the share of samples whose score came from a failure (scored 0): a dead reward server
+    or judge shows here before it shows in the mean."""
 
     def means(self) -> dict[str, float]:
         """Mean of each component and of ``total`` over the samples where it applies."""
         return {**{name: nan_stat(v) for name, v in self.components.items()}, "total": nan_stat(self.total)}
+
+
+class PolicyReward:
+    """What a trainer calls once per rollout batch: ``(prompts, chains, images) -> ScoredBatch``.
+
+    Subclasses: :class:`JudgeReward`, :class:`RuleReward`, :class:`~gotr1.rewards.compose.ComposedReward`. An
+    optional ``check()`` is run before the first step; an optional ``monitors`` names components that are
+    logged but not optimised.
+    """
+
+    def __call__(self, prompts, chains, images) -> ScoredBatch:
+        raise NotImplementedError
 
 
 class JudgeUnavailableError(RuntimeError):
@@ -47,7 +62,7 @@ def _describe(judge) -> str:
     return f"{type(judge).__name__}({url})" if url else type(judge).__name__
 
 
-class JudgeReward:
+class JudgeReward(PolicyReward):
     """GoT-R1's dual-stage MLLM reward: R = R_PI * (R_sem + R_spa) / 2 * R_RI by default.
 
     Parameters
@@ -73,7 +88,12 @@ class JudgeReward:
                             aesthetic=self.aesthetic)
         components = {name: getattr(batch, name) for name in ("sem", "spa", "ri", "pi") if self.config.weight(name) > 0}
         failures = int(batch.details.get("failed", 0)) + int(batch.details.get("unparsed", 0))
-        return ScoredBatch(batch.total, components, failures, batch.details, int(batch.details.get("requests", 0)))
+        n = max(len(prompts), 1)
+        failed = {name: min(1.0, (batch.details.get("failed_per_component", {}).get(name, 0)
+                                  + batch.details.get("unparsed_per_component", {}).get(name, 0)) / n)
+                  for name in components}
+        return ScoredBatch(batch.total, components, failures, batch.details, int(batch.details.get("requests", 0)),
+                           failed)
 
     def check(self) -> None:
         """Ask the judge one small question before training; raise :class:`JudgeUnavailableError` without a reply.
@@ -93,7 +113,7 @@ class JudgeReward:
                                         "start it or fix judge_url / judge_model before training")
 
 
-class RuleReward:
+class RuleReward(PolicyReward):
     """Offline rewards combined into one total.
 
     Parameters
@@ -126,10 +146,10 @@ class RuleReward:
 def as_policy_reward(reward, mode: str = "product"):
     """``reward`` as a callable ``(prompts, chains, images) -> ScoredBatch``.
 
-    Accepts a :class:`JudgeReward` / :class:`RuleReward` (returned as is), a dict of rule rewards, or one
-    rule reward with the common signature.
+    Accepts a :class:`PolicyReward` (returned as is), a dict of rule rewards, or one rule reward with the
+    common signature.
     """
-    if isinstance(reward, (JudgeReward, RuleReward)):
+    if isinstance(reward, PolicyReward):
         return reward
     if isinstance(reward, dict):
         return RuleReward(reward, mode)

@@ -1,0 +1,382 @@
+"""Image reward models on their own GPUs, behind a small HTTP server that several training nodes share.
+
+Any :class:`~gotr1.metrics.metric.Metric` (CLIPScore, BLIP-VQA, GenEval, ...) can be served; the client,
+:class:`~gotr1.rewards.remote.RemoteReward`, is itself a metric, so a trainer uses a remote model exactly
+as a local one. Standard library only (``http.server``), JSON over HTTP/1.0, one request per connection.
+
+Protocol
+--------
+``GET /health``
+    200 ``{"rewards": [name, ...]}``: the rewards this server hosts.
+``POST /score``
+    Body ``{"reward": name, "prompts": [str, ...], "images": [base64 PNG, ...]}`` (one prompt per image;
+    any format PIL reads is accepted), at most ``max_request_bytes`` (:data:`MAX_REQUEST_BYTES` by default)
+    and images of at most :data:`MAX_IMAGE_PIXELS` pixels. 200 ``{"scores": [float | null, ...]}``: one
+    score in [0, 1] per image, in order, ``null`` where the model cannot score the image (NaN).
+
+Errors answer ``{"error": "what went wrong"}``: 400 for a bad request (unknown reward, malformed JSON,
+prompts and images that do not pair up, an undecodable or oversized image, a body over the limit: read and
+dropped, so a client still sending it gets this answer rather than a reset), 404 for another path, 500
+when the model raises or returns scores that break the contract, 503 while shutting down. The server
+keeps running after any of them.
+
+Batching: one worker thread per reward drains that reward's queue, joining pending requests up to
+``max_batch`` images (waiting at most ``max_wait`` seconds for more) into one ``score`` call, and hands
+each request its slice; a request larger than ``max_batch`` is scored in slices of ``max_batch``. A model
+is only ever called from its worker thread (in-process models are not re-entrant). When a joined batch
+raises, its requests are scored again one by one, so one bad request fails alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 256 << 20  # a GRPO step's 128 images of 384 px as PNG are ~60 MiB of base64
+MAX_IMAGE_PIXELS = 4096 * 4096  # refuses decompression bombs before they are decoded
+_STOP = object()
+
+
+class BadRequest(ValueError):
+    """A request the server refuses (HTTP 400); the message names the problem."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests
+# ---------------------------------------------------------------------------------------------
+
+
+def decode_image(text, index: int) -> np.ndarray:
+    """Base64 image ``text`` (request position ``index``) as uint8 ``[H, W, 3]``; else :class:`BadRequest`."""
+    if not isinstance(text, str):
+        raise BadRequest(f"images[{index}]: expected a base64 string, got {type(text).__name__}")
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise BadRequest(f"images[{index}]: {image.width}x{image.height} is over {MAX_IMAGE_PIXELS} pixels")
+            return np.asarray(image.convert("RGB"))
+    except BadRequest:
+        raise
+    except Exception as err:  # PIL's plugins raise many types; each means the same: not an image we can score
+        raise BadRequest(f"images[{index}]: not a decodable base64 image ({type(err).__name__}: {err})") from err
+
+
+def parse_score_request(body: bytes, rewards) -> tuple[str, list[str], list[np.ndarray]]:
+    """``(reward, prompts, images)`` of a ``/score`` body; :class:`BadRequest` naming what is wrong."""
+    try:
+        request = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadRequest(f"body is not JSON ({err})") from err
+    if not isinstance(request, dict):
+        raise BadRequest(f"body must be a JSON object, got {type(request).__name__}")
+    reward, prompts, images = request.get("reward"), request.get("prompts"), request.get("images")
+    if reward not in rewards:
+        raise BadRequest(f"unknown reward {reward!r}; this server hosts {sorted(rewards)}")
+    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+        raise BadRequest("prompts: expected a list of str")
+    if not isinstance(images, list):
+        raise BadRequest("images: expected a list of base64 strings")
+    if len(prompts) != len(images):
+        raise BadRequest(f"prompts and images: {len(prompts)} prompts for {len(images)} images")
+    return reward, prompts, [decode_image(text, i) for i, text in enumerate(images)]
+
+
+# ---------------------------------------------------------------------------------------------
+# One worker per model
+# ---------------------------------------------------------------------------------------------
+
+
+def _checked_scores(scores, n: int) -> np.ndarray:
+    """A model's scores as float64 ``[n]`` in [0, 1] or NaN; ValueError if it broke that contract."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (n,):
+        raise ValueError(f"returned scores of shape {scores.shape} for {n} images")
+    if np.any((scores < 0) | (scores > 1)):
+        raise ValueError(f"returned scores outside [0, 1]: {scores[(scores < 0) | (scores > 1)][:4].tolist()}")
+    return scores
+
+
+@dataclass
+class _Job:
+    """One ``/score`` request: its images are scored in one or more pieces; ``done`` is set after the last."""
+
+    prompts: list[str]
+    images: list[np.ndarray]
+    pieces: int
+    scores: np.ndarray = field(init=False)
+    status: int = 200
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self):
+        self.scores = np.full(len(self.images), np.nan)
+
+
+@dataclass
+class _Piece:
+    job: _Job
+    start: int
+    stop: int
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+class _ModelWorker:
+    """The only thread that calls one model: drains its queue in batches of up to ``max_batch`` images."""
+
+    def __init__(self, name: str, model, max_batch: int, max_wait: float):
+        self.name, self.model, self.max_batch, self.max_wait = name, model, max_batch, max_wait
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=f"reward-{name}", daemon=True)
+        self._open = False
+        self._lock = threading.Lock()  # no piece is queued after the stop mark, so none waits forever
+
+    def start(self) -> None:
+        with self._lock:
+            self._open = True
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Score what is queued, then end the thread; later requests answer 503."""
+        with self._lock:
+            if not self._open:
+                return
+            self._open = False
+            self._queue.put(_STOP)
+        self._thread.join()
+
+    def submit(self, prompts: list[str], images: list[np.ndarray]) -> _Job:
+        """Queue a request and wait for it; the returned job holds ``scores``, or ``status`` and ``error``."""
+        job = _Job(prompts, images, pieces=math.ceil(len(images) / self.max_batch))
+        with self._lock:
+            if not self._open:
+                job.status, job.error = 503, "the server is shutting down"
+                return job
+            for start in range(0, len(images), self.max_batch):
+                self._queue.put(_Piece(job, start, min(start + self.max_batch, len(images))))
+        if job.pieces:
+            job.done.wait()
+        return job
+
+    def _run(self) -> None:
+        carry = None
+        while True:
+            first, carry = (carry if carry is not None else self._queue.get()), None
+            if first is _STOP:
+                return
+            batch, size, end = [first], len(first), time.monotonic() + self.max_wait
+            while size < self.max_batch:
+                try:
+                    piece = self._queue.get(timeout=max(0.0, end - time.monotonic()))
+                except queue.Empty:
+                    break
+                if piece is _STOP or size + len(piece) > self.max_batch:
+                    carry = piece
+                    break
+                batch.append(piece)
+                size += len(piece)
+            self._score(batch)
+
+    def _score(self, batch: list[_Piece]) -> None:
+        prompts = [p for piece in batch for p in piece.job.prompts[piece.start:piece.stop]]
+        images = [i for piece in batch for i in piece.job.images[piece.start:piece.stop]]
+        try:
+            scores = _checked_scores(self.model.score(prompts, images), len(images))
+        except Exception as err:  # any model failure: a 500 for its requests, never a dead server
+            if len(batch) == 1:
+                log.exception("reward %s: score() failed on %d images", self.name, len(images))
+                self._finish(batch[0], error=f"{type(err).__name__}: {err}")
+                return
+            scores = None
+        if scores is None:  # find which request fails; the others still get their scores
+            for piece in batch:
+                self._score([piece])
+            return
+        offset = 0
+        for piece in batch:
+            self._finish(piece, scores=scores[offset:offset + len(piece)])
+            offset += len(piece)
+
+    @staticmethod
+    def _finish(piece: _Piece, scores=None, error: str | None = None) -> None:
+        job = piece.job
+        if error is None:
+            job.scores[piece.start:piece.stop] = scores
+        elif job.error is None:
+            job.status, job.error = 500, error
+        job.pieces -= 1
+        if job.pieces == 0:
+            job.done.set()
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP
+# ---------------------------------------------------------------------------------------------
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024  # many nodes connect at once; the default of 5 drops SYNs (1 s retransmits)
+
+    def __init__(self, address, owner: "RewardServer"):
+        self.owner = owner
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "gotr1-reward"
+    timeout = 60  # seconds a client may stall mid-request before its thread is freed
+
+    def log_message(self, format, *args):
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self):
+        if self.path.rstrip("/") == "/health":
+            return self._send(200, {"rewards": sorted(self.server.owner.rewards)})
+        self._send(404, {"error": f"no such path {self.path!r}; use GET /health or POST /score"})
+
+    def do_POST(self):
+        owner = self.server.owner
+        if self.path.rstrip("/") != "/score":
+            return self._send(404, {"error": f"no such path {self.path!r}; use POST /score"})
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            length = -1
+        if length < 0:
+            return self._send(400, {"error": "a Content-Length header is required"})
+        try:
+            if length > owner.max_request_bytes:
+                self._discard(length)
+                raise BadRequest(f"body of {length} bytes is over the limit of {owner.max_request_bytes}")
+            reward, prompts, images = parse_score_request(self.rfile.read(length), owner.rewards)
+        except BadRequest as err:
+            return self._send(400, {"error": str(err)})
+        except OSError:
+            return  # the client stalled past the handler's timeout, or hung up
+        job = owner._workers[reward].submit(prompts, images)
+        if job.error is not None:
+            return self._send(job.status, {"error": f"reward {reward}: {job.error}"})
+        self._send(200, {"scores": [None if math.isnan(s) else float(s) for s in job.scores]})
+
+    def _discard(self, length: int):
+        """Read and drop an oversized body, so the client (still sending it) gets the 400, not a reset."""
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 20))
+            if not chunk:
+                return
+            length -= len(chunk)
+
+    def _send(self, status: int, answer: dict):
+        data = json.dumps(answer).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            pass  # the client gave up (its timeout); nothing to answer
+
+
+class RewardServer:
+    """Serve image reward models over HTTP, batching concurrent requests per model.
+
+    Parameters
+    ----------
+    rewards : dict[str, Metric]
+        Served name -> model with ``score(prompts, images) -> float64 [N]`` in [0, 1] (NaN: not scorable).
+    host, port : str, int
+        Where to listen; port 0 picks a free one (see :attr:`url`).
+    max_batch : int
+        Most images in one ``score`` call.
+    max_wait : float
+        Seconds a batch waits for more requests once its first has arrived.
+    max_request_bytes : int
+        Largest ``/score`` body accepted.
+
+    Examples
+    --------
+    >>> with RewardServer({"clip": clip_score}) as server:           # doctest: +SKIP
+    ...     reward = RemoteReward(server.url, "clip")
+    """
+
+    def __init__(self, rewards: dict, host: str = "127.0.0.1", port: int = 0, max_batch: int = 32,
+                 max_wait: float = 0.01, max_request_bytes: int = MAX_REQUEST_BYTES):
+        if not rewards:
+            raise ValueError("RewardServer needs at least one reward")
+        for name, model in rewards.items():
+            if not callable(getattr(model, "score", None)):
+                raise TypeError(f"rewards[{name!r}]: expected a Metric with score(prompts, images), "
+                                f"got {type(model).__name__}")
+        if max_batch < 1 or max_wait < 0 or max_request_bytes < 1:
+            raise ValueError(f"RewardServer needs max_batch >= 1, max_wait >= 0, max_request_bytes >= 1; got "
+                             f"{max_batch}, {max_wait}, {max_request_bytes}")
+        self.rewards = dict(rewards)
+        self.max_request_bytes = max_request_bytes
+        self._workers = {name: _ModelWorker(name, model, max_batch, max_wait) for name, model in self.rewards.items()}
+        self._http = _HTTPServer((host, port), self)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the server (the port it bound)."""
+        host, port = self._http.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def describe(self) -> str:
+        """One line for the log: the URL and each reward with its model."""
+        models = ", ".join(f"{name} ({getattr(model, 'describe', lambda: type(model).__name__)()})"
+                           for name, model in sorted(self.rewards.items()))
+        return f"reward server at {self.url}: {models}"
+
+    def start(self) -> RewardServer:
+        """Start the model workers and serve from a background thread."""
+        for worker in self._workers.values():
+            worker.start()
+        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="reward-server", daemon=True)  # close() waits one poll at most
+        self._thread.start()
+        log.info("%s", self.describe())
+        return self
+
+    def close(self) -> None:
+        """Stop serving, let the workers score what is queued, release the port."""
+        if self._thread is not None:
+            self._http.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._http.server_close()
+        for worker in self._workers.values():
+            worker.stop()
+
+    def serve_forever(self) -> None:
+        """Print :meth:`describe` and serve until interrupted (Ctrl-C), for the command line."""
+        self.start()
+        print(self.describe(), flush=True)
+        try:
+            self._thread.join()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.close()
+
+    def __enter__(self) -> RewardServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
