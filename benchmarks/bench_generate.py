@@ -13,10 +13,12 @@ tokens with CFG (guidance 5, temperature 1, no top-k/p), random weights. Three i
   steps of CFG + softmax + multinomial. It generates one image at a time, so its throughput is measured
   on ``--ref-images`` of them.
 
-Sections: the ``"tiny"`` preset at 64 px on the CPU (skip with ``--skip-cpu``); the ``"1b"`` preset
+Sections: on the CPU the ``"1b-lite"`` preset (Janus-Pro-1B's layer shapes, 102400 / 16384 vocabularies and
+576 image tokens at 384 px, two decoder layers), or ``--cpu-preset tiny`` for the 64-px toy (skip with
+``--skip-cpu``); the ``"1b"`` preset
 (Janus-Pro-1B dimensions) at 384 px in bf16 on CUDA when a GPU is present (or what ``--preset`` /
 ``--image-size`` ask for). On CUDA gotr1 is timed twice (median) and the reference loop on one image, to
-stay near two minutes. The CUDA section also reports gotr1's time per image decode step (CUDA graphs,
+stay near two minutes. Each section also reports gotr1's time per image decode step (CUDA graphs,
 captures included) against two floors from a measured copy bandwidth: the decode weights (language model
 + generation head, read once per step) and those weights plus the KV cache a step reads (2B rows x mean
 attended slots). On the CPU, sampling runs ``gotr1.kernels.sampling``'s torch reference (the Triton
@@ -254,8 +256,7 @@ def section(preset, image_size, device, dtype, args):
         step_ms = 1e3 * image_s / steps / (n if name == "reference loop" else 1)
         ratios = [f"{speed[name] / speed[base]:.1f}" if base in speed else "-" for base in ("transformers generate", "reference loop")]
         lines.append(f"| {name} | {speed[name]:.0f} | {n * steps / image_s:.0f} | {step_ms:.2f} | {' | '.join(ratios)} |")
-    if device.type == "cuda":
-        lines += _floor_lines(model, results[variants[0][0]][1], steps, rows, width, device)
+    lines += _floor_lines(model, results[variants[0][0]][1], steps, rows, width, device)
     return "\n".join(lines)
 
 
@@ -298,6 +299,7 @@ def main(argv=None):
     parser.add_argument("--skip-transformers", action="store_true")
     parser.add_argument("--cpu-only", action="store_true", help="skip the CUDA section")
     parser.add_argument("--skip-cpu", action="store_true", help="skip the CPU section (when CUDA is present)")
+    parser.add_argument("--cpu-preset", default="1b-lite", help="CPU section preset (default 1b-lite; tiny: the 64-px toy)")
     parser.add_argument("--quick", action="store_true", help="1 repeat, 2 prompts x 2 samples, 16-token chains")
     parser.add_argument("--markdown", default=None, help="also append the tables to this file")
     args = parser.parse_args(argv)
@@ -309,7 +311,8 @@ def main(argv=None):
     with torch.no_grad():
         has_cuda = torch.cuda.is_available() and not args.cpu_only
         if not (args.skip_cpu and has_cuda):
-            tables.append(section("tiny", 64, torch.device("cpu"), torch.float32, args))
+            tables.append(section(args.cpu_preset, 64 if args.cpu_preset == "tiny" else 384, torch.device("cpu"),
+                                  torch.float32, args))
             print(tables[-1], flush=True)
         if has_cuda:
             tables.append(section(args.preset or "1b", args.image_size or 384, torch.device("cuda"), torch.bfloat16, args))

@@ -136,7 +136,8 @@ def bench_logits_case(name, B, T, V, device, args, rows, copy_gbs):
     del logits
 
 
-def bench_fused_linear(B, T, H, V, device, args, rows):
+def make_linear_inputs(B, T, H, V, device):
+    """bf16 hidden states [B, T, H] and head weight [V, H] (both requiring grad) and the loss's other inputs."""
     hidden = torch.randn(B, T, H, device=device, dtype=torch.bfloat16)
     weight = (torch.randn(V, H, device=device) / H**0.5).to(torch.bfloat16)
     token_ids = torch.randint(0, V, (B, T), device=device)
@@ -145,7 +146,12 @@ def bench_fused_linear(B, T, H, V, device, args, rows):
     inputs = dict(token_ids=token_ids, mask=torch.ones(B, T, dtype=torch.bool, device=device),
                   advantages=torch.randn(B, device=device), old_logp=logp + 0.2 * torch.randn_like(logp),
                   ref_logp=logp + 0.2 * torch.randn_like(logp))
-    h, w = hidden.requires_grad_(), weight.requires_grad_()
+    return hidden.requires_grad_(), weight.requires_grad_(), inputs
+
+
+def bench_fused_linear(B, T, H, V, device, args, rows):
+    h, w, inputs = make_linear_inputs(B, T, H, V, device)
+    hidden, weight = h.detach(), w.detach()
 
     def fused():
         fused_linear_grpo_loss(h, w, **inputs)[0].backward()

@@ -31,6 +31,20 @@ def length_reward(prompts, chains, images, judge=None):
     return np.array([(len(c.text) % 13) / 12 for c in chains], dtype=np.float32), {}
 
 
+def make_trainer(preset: str, image_size: int, prompts_per_step: int, group: int, chain_tokens: int,
+                 max_steps: int, fsdp: bool = False) -> GRPOTrainer:
+    """A GRPO trainer on a random-weight ``preset`` policy with ``length_reward``; CUDA settings when present."""
+    cuda = torch.cuda.is_available()
+    model, processor = random_janus(preset, image_size=image_size, device=local_device(),
+                                    dtype=torch.bfloat16 if cuda else None)
+    config = GRPOConfig(prompts_per_step=prompts_per_step, group_size=group, max_chain_tokens=chain_tokens,
+                        max_steps=max_steps, micro_batch_size=8 if cuda else 4, progress=False,
+                        sample_every=0, save_every=10_000, output_dir="/tmp/gotr1-bench-grpo-step",
+                        gradient_checkpointing=cuda, cuda_graph=cuda, fsdp=fsdp)
+    prompts = [s.prompt for s in synthetic_samples(64, seed=0)]
+    return GRPOTrainer(model, processor, {"length": length_reward}, config, prompts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
@@ -44,19 +58,11 @@ def main() -> None:
     rank, world = rank_and_world()
 
     cuda = torch.cuda.is_available()
-    device = local_device()
     preset, image_size = ("1b", 384) if cuda else ("tiny", 64)
     prompts_per_step = args.prompts or (8 if cuda else 2)
     group = args.group or (16 if cuda else 4)
     chain_tokens = args.chain_tokens or (128 if cuda else 32)
-    model, processor = random_janus(preset, image_size=image_size, device=device,
-                                    dtype=torch.bfloat16 if cuda else None)
-    config = GRPOConfig(prompts_per_step=prompts_per_step, group_size=group, max_chain_tokens=chain_tokens,
-                        max_steps=args.steps + 1, micro_batch_size=8 if cuda else 4, progress=False,
-                        sample_every=0, save_every=10_000, output_dir="/tmp/gotr1-bench-grpo-step",
-                        gradient_checkpointing=cuda, cuda_graph=cuda, fsdp=args.fsdp)
-    prompts = [s.prompt for s in synthetic_samples(64, seed=0)]
-    trainer = GRPOTrainer(model, processor, {"length": length_reward}, config, prompts)
+    trainer = make_trainer(preset, image_size, prompts_per_step, group, chain_tokens, args.steps + 1, args.fsdp)
     trainer.train_step()  # warm-up: kernels compile, caches allocate
     if cuda:
         torch.cuda.synchronize()

@@ -54,6 +54,12 @@ step bench_grpo_step 150 $PY benchmarks/bench_grpo_step.py --steps 2 --markdown 
 # The same step sharded with FSDP2 on one rank: the CUDA path of gotr1.policy.sharding (bf16 gathers, NCCL).
 step bench_grpo_step_fsdp 150 $PY -m torch.distributed.run --standalone --nproc_per_node=1 \
     benchmarks/bench_grpo_step.py --steps 1 --fsdp --markdown "$OUT/bench_grpo_step_fsdp.md"
+# Kernel tuning at GoT-R1's shapes (writes $OUT/kernels.json; the default config is always a candidate), then the
+# pytest-benchmark suite's CUDA cases with the tuned configs, saved for benchmarks/report.py.
+step tune_kernels 150 $PY -m gotr1.kernels.tune --out "$OUT/kernels.json"
+step bench_suite 150 env GOTR1_KERNEL_CONFIGS="$OUT/kernels.json" $PY -P -m pytest -q -p no:cacheprovider \
+    benchmarks/ --benchmark-only --benchmark-json "$OUT/bench_suite.json"
+[ -f "$OUT/bench_suite.json" ] && $PY benchmarks/report.py "$OUT/bench_suite.json" --markdown "$OUT/bench_suite.md"
 # Evaluator metrics at real widths (random weights): batched vs one image at a time.
 step bench_evaluators 90 $PY benchmarks/bench_evaluators.py --size base --images 32 --repeats 2 \
     --markdown "$OUT/bench_evaluators.md"

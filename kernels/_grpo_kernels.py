@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .tuning import tuned_config
+
 # ---------------------------------------------------------------------------------------------------------
 # Per-token objective (shared by the forward and objective kernels)
 #
@@ -216,19 +218,20 @@ def _backward_kernel(
 # Launchers
 # ---------------------------------------------------------------------------------------------------------
 
-# (BLOCK_V, num_warps) per kernel on CUDA, from a sweep on an H200 (bf16, V = 16384 and 102400): the
-# read-only forward streams best with small tiles and few warps, the read+write backward with larger ones.
-_CUDA_TILES = {"forward": (2048, 4), "backward": (8192, 8)}
+def _row_tiles(kernel: str, V: int, device: torch.device, tiles: dict | None = None) -> tuple[int, int, dict]:
+    """(BLOCK_T, BLOCK_V, launch options) of ``kernel`` ("forward" or "backward").
 
-
-def _row_tiles(kernel: str, V: int, device: torch.device) -> tuple[int, int, int]:
-    """(BLOCK_T, BLOCK_V, num_warps): one row per program on a GPU; wide tiles in the interpreter,
-    whose cost is per operation, not per element."""
-    if device.type == "cuda":
-        block_v, warps = _CUDA_TILES[kernel]
-        return 1, max(16, min(block_v, triton.next_power_of_2(V))), warps
-    block_v = max(16, min(8192, triton.next_power_of_2(V)))
-    return max(1, 32768 // block_v), block_v, 4
+    On a GPU one row per program, with the tuned configuration of this device (``tuning.tuned_config``) or
+    ``tiles`` when given (a configuration of ``tuning.KERNELS["grpo_<kernel>"]``: the tuner and the tests).
+    In the interpreter, without ``tiles``, wide tiles: its cost is per operation, not per element.
+    """
+    if tiles is None and device.type != "cuda":
+        block_v = max(16, min(8192, triton.next_power_of_2(V)))
+        return max(1, 32768 // block_v), block_v, {"num_warps": 4}
+    if tiles is None:
+        tiles = tuned_config(f"grpo_{kernel}", device, V=V)
+    block_v = max(16, min(tiles["BLOCK_V"], triton.next_power_of_2(V)))
+    return 1, block_v, {"num_warps": tiles["num_warps"], "num_stages": tiles["num_stages"]}
 
 
 def _as_rows(logits: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
@@ -265,11 +268,12 @@ def sequence_weights(valid: torch.Tensor, B: int, T: int, opts) -> tuple[torch.T
     return torch.full_like(counts, 1.0 / (B * (opts.max_len if opts.max_len is not None else T))), counts
 
 
-def forward_rows(logits, ids, valid, *, temperature, objective=None):
+def forward_rows(logits, ids, valid, *, temperature, objective=None, tiles=None):
     """Per-row ``lse`` and ``logp``; with ``objective = (adv, old, ref, seq_weight, opts)`` (token-level
     importance) also the weighted loss, coef and stats ``[5, n_rows]``. All outputs float32.
 
-    ``adv`` and ``seq_weight`` are indexed by sequence (``row // T``), ``old``/``ref`` by row.
+    ``adv`` and ``seq_weight`` are indexed by sequence (``row // T``), ``old``/``ref`` by row. ``tiles``: a
+    ``grpo_forward`` configuration to launch with instead of the tuned one (see :func:`_row_tiles`).
     """
     logits, stride_b, stride_t, T = _as_rows(logits)
     n_rows, V = ids.numel(), logits.shape[-1]
@@ -283,14 +287,14 @@ def forward_rows(logits, ids, valid, *, temperature, objective=None):
     has_objective = objective is not None
     has_old, has_kl = has_objective and old is not None, has_objective and opts.beta > 0
     hyper = (opts.eps_low, opts.eps_high, float(opts.delta or 0.0), opts.beta) if has_objective else (0.0,) * 4
-    block_t, block_v, warps = _row_tiles("forward", V, logits.device)
+    block_t, block_v, launch = _row_tiles("forward", V, logits.device, tiles)
     if n_rows > 0:
         _forward_kernel[(triton.cdiv(n_rows, block_t),)](
             logits, stride_b, stride_t, ids, valid, adv, old if has_old else lse, ref if has_kl else lse, seq_weight,
             lse, logp, loss, coef, stats, n_rows, T, V, 1.0 / temperature, *hyper,
             OBJECTIVE=has_objective, HAS_OLD=has_old, HAS_KL=has_kl,
             HAS_DELTA=has_objective and opts.delta is not None,
-            BLOCK_T=block_t, BLOCK_V=block_v, num_warps=warps,
+            BLOCK_T=block_t, BLOCK_V=block_v, **launch,
         )
     return (lse, logp, loss, coef, stats) if has_objective else (lse, logp)
 
@@ -318,22 +322,23 @@ def objective_rows(logp, valid, adv, old, ref, seq_weight, B, T, opts):
     return loss, coef, stats
 
 
-def backward_rows(logits, ids, lse, coef, scale, *, temperature, out=None):
+def backward_rows(logits, ids, lse, coef, scale, *, temperature, out=None, tiles=None):
     """``d logits`` for ``dLoss/dlogp_t = coef_t * scale[t // T]`` (``scale`` of one element: every row).
 
     ``out`` receives the result (it may be ``logits`` itself, for an in-place backward); by default a
-    new contiguous tensor of the logits' dtype.
+    new contiguous tensor of the logits' dtype. ``tiles``: a ``grpo_backward`` configuration to launch with
+    instead of the tuned one (see :func:`_row_tiles`).
     """
     logits, stride_b, stride_t, T = _as_rows(logits)
     if out is None:
         out = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
     n_rows, V = ids.numel(), logits.shape[-1]
-    block_t, block_v, warps = _row_tiles("backward", V, logits.device)
+    block_t, block_v, launch = _row_tiles("backward", V, logits.device, tiles)
     if n_rows > 0:
         _backward_kernel[(triton.cdiv(n_rows, block_t),)](
             logits, stride_b, stride_t, out, out.stride(0), out.stride(1),
             ids, lse, coef, scale, 0 if scale.numel() == 1 else 1, n_rows, T, V, 1.0 / temperature,
-            BLOCK_T=block_t, BLOCK_V=block_v, num_warps=warps,
+            BLOCK_T=block_t, BLOCK_V=block_v, **launch,
         )
     return out
 

@@ -38,6 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .tuning import tuned_config
+
 _NEG_BIG = tl.constexpr(-3.0e38)  # finite start for running maxima: exp(old - new) never meets inf - inf
 _INF = tl.constexpr(float("inf"))
 PIVOTS = 8  # thresholds evaluated per search pass: each pass shrinks the bracket about PIVOTS + 1 times
@@ -386,21 +388,27 @@ def _sample_kernel(cond_ptr, uncond_ptr, scratch_ptr, step_ptr, ids_ptr, logp_pt
     tl.store(logp_ptr + rows, logp, mask=row_ok)
 
 
-def _launch_config(batch: int, vocab: int, device: torch.device) -> tuple[int, int, int]:
-    """(ROWS, BLOCK, num_warps): one row per program on CUDA; under the interpreter as many rows per program
-    as keep a chunk near 16K elements, since its cost is per operation, not per element."""
+def _launch_config(batch: int, vocab: int, device: torch.device, config: dict | None = None) -> tuple[int, int, int]:
+    """(ROWS, BLOCK, num_warps). BLOCK depends on the vocabulary only and is never tuned: the noise is keyed by
+    the chunk index, so another BLOCK would draw other samples. On CUDA, ROWS and num_warps come from ``config``
+    (a ``sample`` configuration of ``tuning.KERNELS``) or the device's tuned one; num_warps is capped at
+    BLOCK / 256 (16 warps x 8 bf16 per thread: 16-byte loads; <= 99 registers, no spills on sm_90). Under the
+    interpreter, without ``config``, as many rows per program as keep a chunk near 16K elements, since its
+    cost is per operation, not per element."""
     block = min(triton.next_power_of_2(vocab), 4096)
-    if device.type == "cuda":
-        # 16 warps x 8 bf16 per thread per chunk: 16-byte loads; <= 99 registers, no spills on sm_90
-        return 1, block, max(1, min(16, block // 256))
-    return min(triton.next_power_of_2(batch), max(1, 16384 // block)), block, 4
+    if config is None and device.type != "cuda":
+        return min(triton.next_power_of_2(batch), max(1, 16384 // block)), block, 4
+    if config is None:
+        config = tuned_config("sample", device, B=batch, V=vocab)
+    return config["ROWS"], block, max(1, min(config["num_warps"], block // 256))
 
 
 def launch_sample(cond: torch.Tensor, uncond: torch.Tensor | None, *, guidance: float, temperature: float,
                   top_k: int | None, top_p: float | None, seed: int, step: int | torch.Tensor,
-                  cond_logprob: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                  cond_logprob: bool, config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the kernel on validated inputs: ``cond`` / ``uncond`` [B, V] contiguous; top_k None, 1 (greedy) or
     in [2, V); top_p None or in (0, 1); ``step`` an int or a one-element integer tensor on cond's device.
+    ``config``: a ``sample`` configuration to launch with instead of the tuned one (the tuner, the tests).
 
     Returns
     -------
@@ -419,7 +427,7 @@ def launch_sample(cond: torch.Tensor, uncond: torch.Tensor | None, *, guidance: 
     # a value-independent allocation: fine inside CUDA-graph capture (it comes from the graph's pool)
     scratch = torch.empty((batch, vocab), dtype=torch.float32, device=cond.device) if search else logp
     step_from_ptr = isinstance(step, torch.Tensor)
-    rows, block, num_warps = _launch_config(batch, vocab, cond.device)
+    rows, block, num_warps = _launch_config(batch, vocab, cond.device, config)
     _sample_kernel[(triton.cdiv(batch, rows),)](
         cond, cond if uncond is None else uncond, scratch, step if step_from_ptr else ids, ids, logp,
         batch, vocab, float(guidance), 1.0 / float(temperature), int(top_k or 0), float(top_p or 1.0),

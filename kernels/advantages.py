@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ._dispatch import use_triton
+from .tuning import KERNELS, tuned_config
 
 try:
     import triton
@@ -129,7 +130,8 @@ def group_advantages_reference(rewards: torch.Tensor, group_size: int, scale: st
     return torch.where(valid & informative, adv, 0).reshape(-1).to(torch.promote_types(rewards.dtype, torch.float32))
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group", eps: float = 1e-4) -> torch.Tensor:
+def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group", eps: float = 1e-4, *,
+                     config: dict | None = None) -> torch.Tensor:
     """Group-relative advantages ``(r - mean_g) / (std + eps)`` of GRPO.
 
     Parameters
@@ -144,6 +146,8 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
         The mean is always the group's.
     eps : float
         Added to the std, >= 0.
+    config : dict, optional
+        An ``advantages`` launch configuration (``gotr1.kernels.tuning``) instead of this GPU's tuned one.
 
     Returns
     -------
@@ -159,10 +163,13 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: str = "group
     n_groups = rewards.numel() // group_size
     if n_groups == 0:
         return out
+    if config is None:
+        config = (tuned_config("advantages", rewards.device, n=rewards.numel(), G=group_size) if rewards.is_cuda
+                  else KERNELS["advantages"].default)
     block_g = max(triton.next_power_of_2(group_size), 2)
-    block_groups = max(min(triton.next_power_of_2(n_groups), max(4096 // block_g, 1)), 1)
+    block_groups = max(min(triton.next_power_of_2(n_groups), max(config["BLOCK_ELEMS"] // block_g, 1)), 1)
     _group_advantages_kernel[(1,)](
         rewards, out, n_groups, group_size, float(eps),
-        SCALE=SCALES.index(scale), BLOCK_GROUPS=block_groups, BLOCK_G=block_g,
+        SCALE=SCALES.index(scale), BLOCK_GROUPS=block_groups, BLOCK_G=block_g, num_warps=config["num_warps"],
     )
     return out

@@ -24,16 +24,12 @@ import torch
 
 from ._dispatch import use_triton
 from .grpo_reference import LossOptions, check_inputs, finish_metrics, grpo_loss_reference
+from .tuning import KERNELS, chunk_rows, tuned_config
 
 try:
     from ._grpo_kernels import backward_rows, flat_rows, forward_rows, objective_rows, sequence_weights
 except ImportError:  # pragma: no cover - no triton: use_triton() is then always False
     pass
-
-# Logits of one chunk: 512 MiB. Every chunk re-reads and re-writes d W (V x H) in addmm; on an H200 with
-# V = 102400, H = 2048 and 9600 tokens, 256 MiB chunks cost 1.28x the three matmuls, 512 MiB 1.22x, one chunk 1.21x.
-_CHUNK_BYTES = 1 << 29
-
 
 def _chunks(n: int, chunk_size: int):
     for start in range(0, n, chunk_size):
@@ -154,8 +150,9 @@ def fused_linear_grpo_loss(
 max_len, importance_level, reduction
         As in :func:`gotr1.kernels.grpo_loss.grpo_loss`.
     chunk_size : int or None
-        Valid tokens per chunk; by default as many as keep one chunk's logits near 512 MiB. Smaller chunks
-        use less memory but re-read ``d W`` more often and run smaller matmuls.
+        Valid tokens per chunk; by default as many as keep one chunk's logits near the ``fused_linear``
+        configuration's size (512 MiB, or this GPU's tuned value; see ``gotr1.kernels.tuning``). Smaller
+        chunks use less memory but re-read ``d W`` more often and run smaller matmuls.
 
     Returns
     -------
@@ -182,7 +179,10 @@ max_len, importance_level, reduction
             eps_low=eps_low, eps_high=eps_high, delta=delta, beta=beta, loss_type=loss_type, max_len=max_len,
             importance_level=importance_level, reduction=reduction)
     if chunk_size is None:
-        chunk_size = max(1, _CHUNK_BYTES // (weight.shape[0] * hidden.element_size()))
+        V = weight.shape[0]
+        config = (tuned_config("fused_linear", hidden.device, V=V, H=H) if hidden.is_cuda
+                  else KERNELS["fused_linear"].default)
+        chunk_size = chunk_rows(config, V, hidden.element_size())
     want = (torch.is_grad_enabled() and hidden.requires_grad, torch.is_grad_enabled() and weight.requires_grad)
     loss, sums, counts = _FusedLinearGRPOFunction.apply(hidden, weight, token_ids, mask, advantages, old_logp,
                                                         ref_logp, opts, chunk_size, want)

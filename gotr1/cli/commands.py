@@ -351,10 +351,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds a batch waits for more requests (default: 0.01)")
     serve.add_argument("--tiny", action="store_true", help="random-weight tiny models (smoke tests offline)")
     serve.set_defaults(run=_cmd_serve_rewards)
+
+    tune = sub.add_parser("tune-kernels", help="time every kernel config on this GPU and store the best",
+                          description="Same as python -m gotr1.kernels.tune: per (GPU, kernel, shape bucket) best "
+                                      "launch configs, written to ~/.cache/gotr1/kernels.json ($GOTR1_KERNEL_CONFIGS); "
+                                      "training reads them and never tunes. Options: --shapes image,chain --out FILE "
+                                      "--hidden 2048 --rows 64.", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["tune-kernels"]:  # its options are the tuner's own
+        from gotr1.kernels.tune import main as tune
+
+        return tune(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
