@@ -138,3 +138,89 @@ def test_a_file_without_valid_rows_is_an_error(tmp_path):
     path = _write_rows(tmp_path, [BAD_ROWS[1][0]])
     with pytest.raises(GoTDataError, match="no valid rows"):
         GoTDataset(path, skip_invalid=True)
+
+
+# --- sharded data ------------------------------------------------------------------------------------------------
+
+
+def _shards(tmp_path, sizes=(4, 3, 3), seed=0):
+    """The rows of one synthetic file split into ``shard-0000k.jsonl`` beside their images (written last
+    shard first, so only sorting puts them in order) and a stray non-JSONL file; returns the folder and the rows."""
+    whole = write_synthetic_dataset(tmp_path / "data", num_samples=sum(sizes), image_size=16, seed=seed)
+    lines = whole.read_text(encoding="utf-8").splitlines(keepends=True)
+    whole.unlink()
+    ends = np.cumsum((0,) + tuple(sizes))
+    for k in reversed(range(len(sizes))):
+        (whole.parent / f"shard-{k:05d}.jsonl").write_text("".join(lines[ends[k]:ends[k + 1]]), encoding="utf-8")
+    (whole.parent / "notes.txt").write_text("not data\n")
+    return whole.parent, lines
+
+
+def _as_tuples(dataset):
+    return [(r.prompt, r.chain, r.image_path.resolve()) for r in (dataset[i] for i in range(len(dataset)))]
+
+
+def test_a_folder_and_a_glob_of_shards_read_as_the_concatenated_file(tmp_path, caplog):
+    folder, lines = _shards(tmp_path)
+    whole = folder / "concatenated.txt"  # not a *.jsonl, so not a shard
+    whole.write_text("".join(lines), encoding="utf-8")
+    expected = _as_tuples(GoTDataset(whole))
+    with caplog.at_level("INFO", logger="gotr1.train.data"):
+        by_folder = GoTDataset(folder)
+    assert "10 rows in 3 shard(s)" in caplog.text
+    by_glob = GoTDataset(folder / "shard-*.jsonl")
+    assert [f.name for f in by_folder.files] == [f"shard-{k:05d}.jsonl" for k in range(3)] == [f.name for f in by_glob.files]
+    assert len(by_folder) == len(by_glob) == 10
+    assert _as_tuples(by_folder) == _as_tuples(by_glob) == expected
+    assert [(by_folder[i].file.name, by_folder[i].line) for i in (0, 3, 4, 9, -1)] == [
+        ("shard-00000.jsonl", 1), ("shard-00000.jsonl", 4), ("shard-00001.jsonl", 1), ("shard-00002.jsonl", 3),
+        ("shard-00002.jsonl", 3)]
+    with pytest.raises(IndexError):
+        by_folder[10]
+
+
+def test_a_broken_line_names_its_shard_and_line(tmp_path):
+    folder, _ = _shards(tmp_path)
+    shard = folder / "shard-00001.jsonl"
+    rows = shard.read_text(encoding="utf-8").splitlines()
+    shard.write_text("\n".join([rows[0], '{"prompt": "a cup"}', *rows[2:]]) + "\n", encoding="utf-8")
+    with pytest.raises(GoTDataError, match=r"shard-00001\.jsonl:2: field 'chain'"):
+        GoTDataset(folder)
+    dataset = GoTDataset(folder, skip_invalid=True)
+    assert len(dataset) == 9
+    assert [(line, reason.split(":")[0]) for line, reason in dataset.skipped] == [(2, "shard-00001.jsonl")]
+
+
+def test_shard_specs_that_name_nothing_are_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no \\*.jsonl shards"):
+        GoTDataset(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="glob matches no file"):
+        GoTDataset(tmp_path / "empty" / "shard-*.jsonl")
+
+
+def test_rows_are_read_from_disk_when_asked_for(tmp_path):
+    """The index keeps offsets only: a row rewritten in place after indexing reads back as rewritten."""
+    folder, _ = _shards(tmp_path)
+    dataset = GoTDataset(folder)
+    shard = folder / "shard-00002.jsonl"
+    before = dataset[7].prompt
+    text = shard.read_text(encoding="utf-8")
+    after = before.upper()
+    assert after != before and len(after.encode()) == len(before.encode())
+    shard.write_text(text.replace(json.dumps(before), json.dumps(after), 1), encoding="utf-8")
+    assert dataset[7].prompt == after
+
+
+def test_sft_trains_on_a_folder_of_shards(tmp_path):
+    from gotr1.policy.model import tiny_janus
+    from gotr1.train.config import SFTConfig
+    from gotr1.train.sft import SFTTrainer
+
+    folder, _ = _shards(tmp_path, sizes=(3, 2, 3))
+    config = SFTConfig(data=str(folder), output_dir=str(tmp_path / "run"), batch_size=4, lr=1e-3, warmup_steps=1,
+                       max_steps=2, save_every=1000, progress=False)
+    trainer = SFTTrainer(*tiny_janus(seed=0), config)
+    assert len(trainer.dataset) == 8 and len(trainer.dataset.files) == 3
+    log = trainer.train()
+    assert [m["step"] for m in log] == [1, 2] and all(np.isfinite(m["loss"]) for m in log)

@@ -120,12 +120,12 @@ def _cmd_grpo(args: argparse.Namespace) -> int:
     from gotr1.cli.resolve import build_reward, load_any_policy
     from gotr1.grpo.config import GRPOConfig
     from gotr1.grpo.trainer import GRPOTrainer
-    from gotr1.prompt_sets import read_prompts
+    from gotr1.prompt_sets import read_prompt_mixture
     from gotr1.train.distributed import join_process_group, leave_process_group, local_device
 
     join_process_group()
     config, job = _train_settings(args, GRPOConfig, GRPOJob)
-    prompts = [p for group in read_prompts(job.prompts).values() for p in group]
+    prompts = read_prompt_mixture(job.prompts, seed=config.seed)
     model, processor = load_any_policy(job.model, dtype=job.dtype, device=local_device())
     trainer = GRPOTrainer(model, processor, build_reward(job), config, prompts)
     try:
@@ -250,6 +250,19 @@ def _cmd_serve_rewards(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_convert(args: argparse.Namespace) -> int:
+    from gotr1.train.convert import convert
+
+    summary = convert(args.sources, args.out, source_format=args.source_format, prompt_field=args.prompt_field,
+                      chain_field=args.chain_field, image_field=args.image_field, coord_field=args.coord_field,
+                      shard_size=args.shard_size, progress=not args.no_progress)
+    rejected = {reason: entry["count"] for reason, entry in summary["rejected"].items()}
+    print(f"{summary['records_in']} records in, {summary['written']} written to {len(summary['shards'])} shard(s) in "
+          f"{args.out}; repaired {summary['repaired_records']} ({summary['repairs']}); rejected {rejected}")
+    print(f"train on them: gotr1 sft --data {args.out} ... (summary: {Path(args.out) / 'summary.json'})")
+    return 0
+
+
 def _add_sampling_options(parser: argparse.ArgumentParser) -> None:
     from gotr1.cli.config_io import add_config_options
     from gotr1.rollout import Sampling
@@ -351,6 +364,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds a batch waits for more requests (default: 0.01)")
     serve.add_argument("--tiny", action="store_true", help="random-weight tiny models (smoke tests offline)")
     serve.set_defaults(run=_cmd_serve_rewards)
+
+    data = sub.add_parser("data", help="prepare training data (convert published GoT datasets)")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    from gotr1.train.convert import FORMATS
+
+    conv = data_sub.add_parser("convert", help="GoT records (json, jsonl, parquet, tar shards) -> gotr1 SFT shards",
+                               description="Convert GoT datasets to gotr1's SFT JSONL shards + images: chains rewritten "
+                                           "to GoT-R1's tags (each repair counted), validated strictly, rejects counted "
+                                           "with file:line in summary.json. Streaming, idempotent and resumable.")
+    conv.add_argument("sources", nargs="+", help="input files (.json, .jsonl, .parquet, .tar)")
+    conv.add_argument("--from", dest="source_format", required=True, choices=FORMATS,
+                      help="got: GoT model text (Qwen box tags, a colour after each box); got-coord: placeholders plus "
+                           "a coordinate column (OmniEdit-GoT); jsonl / parquet / webdataset: by file type")
+    conv.add_argument("--out", required=True, help="output folder (shards, images/, summary.json)")
+    conv.add_argument("--prompt-field", default=None, help="record field of the prompt (default: prompt, caption, txt)")
+    conv.add_argument("--chain-field", default=None, help="record field of the chain (default: got, chain, cot)")
+    conv.add_argument("--image-field", default=None, help="record field of the image (default: image, jpg, png, ...)")
+    conv.add_argument("--coord-field", default=None, help="got-coord: field of the placeholder coordinates (default: coord)")
+    conv.add_argument("--shard-size", type=_positive_int, default=10000, help="rows per shard (default: 10000)")
+    conv.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    conv.set_defaults(run=_cmd_data_convert)
 
     tune = sub.add_parser("tune-kernels", help="time every kernel config on this GPU and store the best",
                           description="Same as python -m gotr1.kernels.tune: per (GPU, kernel, shape bucket) best "

@@ -55,7 +55,10 @@ class GRPOJob(PolicySettings, JudgeSettings):
     """What ``gotr1 grpo`` builds the trainer from, besides its :class:`~gotr1.grpo.config.GRPOConfig`."""
 
     prompts: str = "color,shape,texture,spatial,non_spatial,complex"
-    """Training prompts: a text file (one prompt a line) or T2I-CompBench categories joined by commas."""
+    """Training prompts, sources joined by commas, each optionally weighted (``color_train:1,spatial_train:2,p.jsonl:1``):
+    T2I-CompBench lists by name (validation ``color``..., training ``color_train``...), a text file (one prompt a
+    line) or a JSONL file with a ``prompt`` field (T2I-R1's file as is). Weights set each source's share of the
+    training list (:func:`gotr1.prompt_sets.read_prompt_mixture`)."""
     reward: str | dict = "judge"
     """``judge`` (GoT-R1's four MLLM rewards), ``rules`` (offline layout and colour rule rewards), or a mapping
     composing the judge and reward models (``{judge: true, hps: {weight: 1, device: cuda:1}, combine: product}``;

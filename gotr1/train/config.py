@@ -87,7 +87,8 @@ class SFTConfig(TrainingConfig):
 
     # --- data --------------------------------------------------------------------------------
     data: str = ""
-    """GoT JSONL file (``{"prompt", "chain", "image"}`` rows, image paths relative to the file)."""
+    """GoT JSONL data: a file, a folder of ``*.jsonl`` shards (``gotr1 data convert`` writes them) or a glob;
+    ``{"prompt", "chain", "image"}`` rows, image paths relative to their file. Rows are read from disk as drawn."""
     skip_invalid: bool = False
     """Skip (and count) bad rows instead of stopping at the first one."""
     image_cache_dir: str | None = None

@@ -63,7 +63,7 @@ class SFTTrainer(TrainerShell):
     def _tokenize_chain(self, row) -> list[int]:
         ids = self.processor.tokenizer(row.chain, add_special_tokens=False)["input_ids"] + [self.tokens.boi]
         if len(ids) > self.config.max_chain_tokens:
-            raise ValueError(f"{self.dataset.path}:{row.line}: chain has {len(ids)} tokens, more than "
+            raise ValueError(f"{row.file or self.dataset.path}:{row.line}: chain has {len(ids)} tokens, more than "
                              f"SFTConfig.max_chain_tokens={self.config.max_chain_tokens}")
         return ids
 
@@ -125,7 +125,8 @@ class SFTTrainer(TrainerShell):
         self.step += 1
         seconds = time.perf_counter() - start
         return {"step": self.step, **totals, "lr": lr, "grad_norm": float(norm), "epoch": self.sampler.epoch,
-                "tokens_per_s": totals["tokens"] / seconds, "seconds": seconds}
+                "tokens_per_s": totals["tokens"] / seconds, "rows_per_s": cfg.batch_size * cfg.grad_accum / seconds,
+                "seconds": seconds}
 
     def _trainer_state(self) -> dict:
         return {"skipped_rows": len(self.dataset.skipped)}
