@@ -300,7 +300,7 @@ def test_dispatch_rule():
     (dict(beta=-1.0), "beta"),
     (dict(delta=0.5), "delta"),
     (dict(temperature=0.0), "temperature"),
-    (dict(loss_type="dapo"), "loss_type"),
+    (dict(loss_type="ppo"), "loss_type"),
     (dict(importance_level="segment"), "importance_level"),
     (dict(reduction="sum"), "reduction"),
     (dict(max_len=0), "max_len"),

@@ -34,8 +34,8 @@ digit_share.__name__ = "digits"
 class RecordingTrainer(GRPOTrainer):
     """Keeps the last rollout's image tokens, which an image-token reward reads."""
 
-    def _rollout(self, prompts):
-        r = super()._rollout(prompts)
+    def _rollout(self, prompts, extra=0):
+        r = super()._rollout(prompts, extra)
         self.last_image_ids = r.image_ids
         return r
 

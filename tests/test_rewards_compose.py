@@ -144,9 +144,9 @@ def test_a_reward_served_by_gotr1_serve_rewards_scores_like_the_local_model(tmp_
     import subprocess
     import sys
 
+    log = open(tmp_path / "server.log", "w")  # a file, not a pipe nobody reads: the server can never block on it
     server = subprocess.Popen([sys.executable, "-m", "gotr1.cli", "serve-rewards", "--rewards", "clipscore",
-                               "--tiny", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              cwd=tmp_path)
+                               "--tiny", "--port", "0"], stdout=subprocess.PIPE, stderr=log, text=True, cwd=tmp_path)
     try:
         line = server.stdout.readline()
         url = re.search(r"http://[\d.]+:\d+", line).group(0)
@@ -159,4 +159,10 @@ def test_a_reward_served_by_gotr1_serve_rewards_scores_like_the_local_model(tmp_
         assert served.failed == {"clipscore": 0.0}
     finally:
         server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=30) == 0
+        try:
+            code = server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            code = "hung"
+        log.close()
+        assert code == 0, (tmp_path / "server.log").read_text()[-3000:]

@@ -225,7 +225,7 @@ def test_an_oversized_request_is_refused_by_name_not_by_a_reset():
         assert "HTTP 400" in reward.last_error and "over the limit of 10000" in reward.last_error
 
 
-def test_serve_forever_prints_its_url_and_stops_on_ctrl_c():
+def test_serve_forever_prints_its_url_and_stops_on_ctrl_c(tmp_path):
     code = ("import numpy as np\n"
             "from gotr1.metrics.metric import Metric\n"
             "from gotr1.rewards.server import RewardServer\n"
@@ -233,7 +233,8 @@ def test_serve_forever_prints_its_url_and_stops_on_ctrl_c():
             "    def score(self, prompts, images):\n"
             "        return np.full(len(images), 0.5)\n"
             "RewardServer({'half': Half()}).serve_forever()\n")
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    # From tmp_path: from the checkout, the source tree (not the installed package) would be imported.
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         line = process.stdout.readline()
         assert line.startswith("reward server at http://127.0.0.1:") and "half" in line, line

@@ -8,13 +8,15 @@ kernels' own lists.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
-from gotr1.kernels.grpo_loss import LOSS_TYPES, SCALES
+from gotr1.kernels.grpo_loss import LOSS_TYPES, SCALES, grpo_loss
 from gotr1.rollout.sampling import Sampling
 from gotr1.train.config import TrainingConfig
 
 _SAMPLING = Sampling()
+CISPO_EPS_HIGH = inspect.signature(grpo_loss).parameters["cispo_eps_high"].default  # the kernels' (TRL's)
 
 
 @dataclass
@@ -52,7 +54,14 @@ class GRPOConfig(TrainingConfig):
     delta: float | None = None
     """Dual clip (> 1) for negative advantages; None disables it."""
     loss_type: str = "grpo"
-    """``grpo`` (mean of per-sequence token means), ``bnpo`` (token mean), ``dr_grpo`` (sum / (B * max_len))."""
+    """``grpo`` (mean of per-sequence token means), ``bnpo`` (token mean), ``dr_grpo`` (sum / (B * max_len)),
+    ``dapo`` (sum / active tokens of the whole global batch, DAPO's token-level loss; here the same
+    normalisation as ``bnpo``, which gotr1 already takes over every micro-batch and rank), ``cispo``
+    (REINFORCE weighted by the detached ratio clipped above at ``cispo_eps_high``, MiniMax-M1; normalised
+    as ``dapo``). The README's "GRPO loss options" has each formula."""
+    cispo_eps_high: float = CISPO_EPS_HIGH
+    """``cispo`` only: upper bound of the detached importance weight ``min(rho, cispo_eps_high)`` (TRL's
+    ``epsilon_high`` under ``loss_type="cispo"``)."""
     importance_level: str = "token"
     """``token`` ratios, or one ``sequence`` ratio from the masked mean log-ratio."""
     scale_rewards: str = "group"
@@ -67,6 +76,29 @@ class GRPOConfig(TrainingConfig):
     """Include the chain tokens in the loss (GoT-R1 covers the whole output)."""
     image_loss: bool = True
     """Include the image tokens in the loss."""
+    mask_truncated_chains: bool = False
+    """Leave out of the loss the chain tokens of rows that hit ``max_chain_tokens`` without sampling
+    ``<begin_of_image>`` (DAPO's overlong filtering); their image tokens stay in (logged: ``truncated_chains``)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus: ``- entropy_coef * H`` per token in the loss (0: none)."""
+    top_entropy_quantile: float = 1.0
+    """< 1: only tokens whose entropy under the trainer (teacher-forced, per head, per rank's batch) is at or
+    above this quantile get weight (Wang et al. 2025, "the 80/20 rule": 0.8); 1 keeps every token."""
+
+    # --- dynamic sampling and off-policy correction ----------------------------------------
+    filter_zero_std_groups: bool = False
+    """DAPO dynamic sampling: drop groups whose rewards are all equal (NaN-aware) and draw more prompts until
+    the step has ``prompts_per_step`` informative groups or ``max_extra_rollouts`` extra rollouts were made;
+    then train on those (slots still empty hold dropped groups, out of the loss). Under several ranks each rank
+    fills its own share; every rank makes the same number of rollouts (the ranks decide together)."""
+    max_extra_rollouts: int = 4
+    """Cap on the extra rollouts (each of ``prompts_per_step`` prompts) one step may draw to fill its groups."""
+    tis_cap: float | None = None
+    """Truncated importance sampling (Yao et al. 2025): weight each token by
+    ``min(exp(logp_train - logp_rollout), tis_cap)``, the gap between the trainer's teacher-forced log-probs
+    and the rollout's; the ratio's old policy is then the trainer's. None: off."""
+    tis_level: str = "token"
+    """``token`` TIS weights, or one per ``sequence`` from its summed log-ratio (chain and image tokens)."""
 
     # --- distributed -------------------------------------------------------------------------
     fsdp: bool = False
@@ -114,10 +146,14 @@ class GRPOConfig(TrainingConfig):
             self.sampling
         except ValueError as err:
             raise ValueError(str(err).replace("Sampling.", "GRPOConfig.", 1)) from None
-        for name in ("beta", "eps_low", "eps_high", "sample_every"):
+        for name in ("beta", "eps_low", "eps_high", "sample_every", "entropy_coef", "max_extra_rollouts"):
             self._check(name, getattr(self, name) >= 0, ">= 0")
         self._check("delta", self.delta is None or self.delta > 1, "> 1 or None")
         self._check("loss_type", self.loss_type in LOSS_TYPES, f"one of {LOSS_TYPES}")
+        self._check("cispo_eps_high", self.cispo_eps_high > 0, "> 0")
+        self._check("top_entropy_quantile", 0 < self.top_entropy_quantile <= 1, "in (0, 1]")
+        self._check("tis_cap", self.tis_cap is None or self.tis_cap > 0, "> 0 or None (off)")
+        self._check("tis_level", self.tis_level in ("token", "sequence"), "'token' or 'sequence'")
         self._check("importance_level", self.importance_level in ("token", "sequence"), "'token' or 'sequence'")
         self._check("scale_rewards", self.scale_rewards in SCALES, f"one of {SCALES}")
         self._check("judge_outage_rate", 0 <= self.judge_outage_rate < 1, "in [0, 1)")

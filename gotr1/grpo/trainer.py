@@ -12,6 +12,14 @@ of ``docs/architecture.md`` (eps 0.2/0.2, beta 0.04, k3). Besides the LoRA matri
 tags in the embedding and text head are trained (see :mod:`gotr1.policy.lora`). With ``importance_level="sequence"`` a
 sequence's chain and image parts get one ratio each.
 
+Loss options beyond the paper (``GRPOConfig``, tabled in the README's "GRPO loss options"): ``dapo`` /
+``cispo`` loss types; DAPO's dynamic sampling (``filter_zero_std_groups``: groups of equal rewards are dropped
+and more prompts drawn, at most ``max_extra_rollouts`` more rollouts a step; the reference and teacher-forced
+passes then follow the last scoring instead of overlapping it); masking of chains cut by the cap; truncated
+importance sampling against the rollout (``tis_cap``); an entropy bonus and high-entropy-token selection.
+Every step the trainer's teacher-forced log-probs of the rollout are computed and their gap to the rollout's
+logged (``logprob_gap_mean``, ``logprob_gap_max``).
+
 Distributed: under ``torchrun`` (with ``torch.distributed`` initialised by the caller, see ``gotr1 grpo``)
 each rank generates whole groups; rewards are gathered so advantages and loss normalisation are global,
 and the logged metrics cover every rank. Replicated (``fsdp=False``): each rank holds the whole model and
@@ -39,7 +47,14 @@ import torch.distributed as dist
 from gotr1.grpo.config import GRPOConfig
 from gotr1.grpo.guard import RewardTrends
 from gotr1.grpo.sample_grid import save_sample_grid
-from gotr1.grpo.update import loss_and_backward, loss_normalizer, policy_logprobs
+from gotr1.grpo.update import (
+    logprob_gap,
+    loss_and_backward,
+    loss_normalizer,
+    policy_logprobs,
+    token_selection,
+    truncated_chains,
+)
 from gotr1.kernels.grpo_loss import METRIC_NAMES, group_advantages
 from gotr1.policy.model import got_token_ids
 from gotr1.policy.sharding import (
@@ -53,12 +68,16 @@ from gotr1.policy.sharding import (
 )
 from gotr1.policy.tokens import LogProbs
 from gotr1.rewards.combine import nan_stat
-from gotr1.rewards.policy_reward import JudgeUnavailableError, as_policy_reward
+from gotr1.rewards.policy_reward import JudgeUnavailableError, ScoredBatch, as_policy_reward
 from gotr1.rewards.worker import RewardWorker
+from gotr1.rollout.batches import Rollout
 from gotr1.rollout.generate import rollout
 from gotr1.train.checkpoint import read_trainer_state
 from gotr1.train.distributed import gather_rows, rank_and_world, sum_over_ranks
 from gotr1.train.shell import TrainerShell
+
+
+_EXTRA_ROLLOUT_STREAM = 1_000_000  # beyond any step count: extra rollouts never reuse a step's noise
 
 
 class NonFiniteLossError(RuntimeError):
@@ -126,12 +145,13 @@ class GRPOTrainer(TrainerShell):
     # One step
     # -----------------------------------------------------------------------------------------
 
-    def _rollout(self, prompts: list[str]):
+    def _rollout(self, prompts: list[str], extra: int = 0):
         cfg = self.config
         self.model.eval()
         try:
             with gathered(self.model):
-                sampling = cfg.sampling.with_seed(cfg.seed * 1_000_003 + self.step * self.world + self.rank)
+                stream = self.step + extra * _EXTRA_ROLLOUT_STREAM  # an extra rollout gets noise of its own
+                sampling = cfg.sampling.with_seed(cfg.seed * 1_000_003 + stream * self.world + self.rank)
                 return rollout(self.model, self.processor, prompts, cfg.group_size, sampling,
                                logprob_of="mixed" if cfg.cfg_in_loss else "cond", cuda_graph=cfg.cuda_graph)
         finally:
@@ -162,36 +182,82 @@ class GRPOTrainer(TrainerShell):
                     p.grad = torch.zeros_like(p)
                 dist.all_reduce(p.grad)  # sum: every rank's loss is already divided by the global normaliser
 
+    def _draw(self, extra: int = 0):
+        """This rank's share of ``prompts_per_step`` fresh prompts, rolled out; returns it and its pending scores."""
+        cfg = self.config
+        local = cfg.prompts_per_step // self.world
+        indices = self.sampler.take(cfg.prompts_per_step)[self.rank * local : (self.rank + 1) * local]
+        r = self._rollout([self.prompts[i] for i in indices], extra)
+        return r, self.reward_worker.submit(r.row_prompts, r.chains, None if r.images is None else r.images.numpy())
+
+    def _fill_informative_groups(self, r, scored) -> tuple:
+        """DAPO's dynamic sampling: draw more rollouts until this rank holds its share of informative groups
+        (rewards not all equal) or ``max_extra_rollouts`` were drawn. Every rank draws as long as any is short
+        (a rollout is collective under FSDP). Returns the batch (informative groups first, slots still empty
+        filled with dropped groups), its scores, bool ``[B]`` rows in the loss, and counts to log."""
+        cfg, local, G = self.config, len(r.prompts), self.config.group_size
+        drawn = [(r, scored, informative_groups(scored.total, G))]
+        extra = 0
+        while extra < cfg.max_extra_rollouts:
+            have = sum(int(keep.sum()) for *_, keep in drawn)
+            if not sum_over_ranks({"short": int(have < local)}, self.device)["short"]:
+                break
+            extra += 1
+            more, pending = self._draw(extra)
+            more_scored = pending.result()
+            drawn.append((more, more_scored, informative_groups(more_scored.total, G)))
+        picks = [(i, g) for i, (*_, keep) in enumerate(drawn) for g in np.flatnonzero(keep)][:local]
+        in_loss = len(picks)
+        picks += [(i, g) for i, (*_, keep) in enumerate(drawn) for g in np.flatnonzero(~keep)][: local - in_loss]
+        dropped = sum(int((~keep).sum()) for *_, keep in drawn)
+        rows_in_loss = torch.arange(local * G, device=r.chain_ids.device) < in_loss * G
+        if len(drawn) == 1 and [g for _, g in picks] == list(range(local)):
+            return r, scored, rows_in_loss, len(drawn) * local, dropped
+        batch = merge_groups([(drawn[i][0], g) for i, g in picks], self.tokens.pad)
+        scores = merge_scores([(drawn[i][1], g) for i, g in picks], [s for _, s, _ in drawn], G)
+        return batch, scores, rows_in_loss, len(drawn) * local, dropped
+
+    def _teacher_forced(self, batch):
+        """The trainer's own log-probs of the rollout (and per-token entropies when the loss selects by them)."""
+        cfg = self.config
+        if cfg.top_entropy_quantile < 1:
+            return policy_logprobs(self.model, batch, cfg, self.tokens, with_entropy=True)
+        return policy_logprobs(self.model, batch, cfg, self.tokens), None
+
     def train_step(self) -> dict:
         """Rollout, rewards, advantages and ``num_iterations`` updates; returns the step's metrics."""
         cfg = self.config
         t0 = time.perf_counter()
-        local = cfg.prompts_per_step // self.world
-        indices = self.sampler.take(cfg.prompts_per_step)[self.rank * local : (self.rank + 1) * local]
-        r = self._rollout([self.prompts[i] for i in indices])
+        r, pending = self._draw()
         t1 = time.perf_counter()
-        pending = self.reward_worker.submit(r.row_prompts, r.chains, None if r.images is None else r.images.numpy())
-        device = r.chain_ids.device
-        ref = self._reference_logprobs(r)  # overlaps with the judge
-        scored = pending.result()
+        if cfg.filter_zero_std_groups:
+            r, scored, rows_in_loss, drawn, dropped = self._fill_informative_groups(r, pending.result())
+        ref = self._reference_logprobs(r)  # overlaps with the judge unless groups were filtered
+        train_lp, entropy = self._teacher_forced(r)
+        if not cfg.filter_zero_std_groups:
+            scored = pending.result()
+            rows_in_loss, drawn, dropped = torch.ones(len(r), dtype=torch.bool, device=r.chain_ids.device), len(r.prompts), 0
         t2 = time.perf_counter()
 
+        device = r.chain_ids.device
         totals = torch.as_tensor(scored.total, dtype=torch.float32, device=device)
         all_rewards = gather_rows(totals)
         all_advantages = group_advantages(all_rewards, cfg.group_size, scale=cfg.scale_rewards)
         advantages = all_advantages[self.rank * len(r) : (self.rank + 1) * len(r)].to(device)
-        counts = sum_over_ranks({"rows": len(r), "tokens": int(r.chain_mask.sum()) * cfg.chain_loss
-                                 + r.image_ids.numel() * cfg.image_loss}, self.device)
+        selection = token_selection(r, cfg, rows_in_loss=rows_in_loss, train=train_lp, rollout=r.logprobs,
+                                    entropy=entropy)
+        gap_sum, gap_count, gap_max = logprob_gap(train_lp, r.logprobs, selection, cfg)
+        counts = sum_over_ranks({"rows": int(rows_in_loss.sum()), "tokens": selection.num_tokens(cfg),
+                                 "gap_sum": gap_sum, "gap_count": gap_count}, self.device)
         normalizer = loss_normalizer(r, cfg, int(counts["rows"]), int(counts["tokens"]))
-        old = r.logprobs
-        if cfg.num_iterations > 1:
-            old = policy_logprobs(self.model, r, cfg, self.tokens)
+        # TIS weights correct the rollout -> trainer mismatch, so the ratio's old policy is the trainer's.
+        old = train_lp if cfg.num_iterations > 1 or cfg.tis_cap is not None else r.logprobs
 
         lr = self.scheduler.get_last_lr()[0]
         metrics = {}
         for _ in range(cfg.num_iterations):
             update = loss_and_backward(self.model, r, advantages, old=old, ref=ref, config=cfg, normalizer=normalizer,
-                                       tokens=self.tokens)
+                                       tokens=self.tokens, selection=selection)
             metrics = self._optimizer_step(update)
         self.scheduler.step()  # once per step: the schedule spans max_steps whatever num_iterations is
         t3 = time.perf_counter()
@@ -199,13 +265,19 @@ class GRPOTrainer(TrainerShell):
         counted = sum_over_ranks({
             "generated": int(r.chain_mask.sum()) + r.image_ids.numel(), "chain_tokens": int(r.chain_lengths.sum()),
             "judge_failures": scored.failures, "judge_requests": scored.requests,
-            "parse_failures": sum(1 for c in r.chains if c.errors or not c.objects)}, self.device)
+            "parse_failures": sum(1 for c in r.chains if c.errors or not c.objects),
+            "truncated_chains": int(truncated_chains(r).sum()), "groups_drawn": drawn, "groups_dropped": dropped,
+            "groups_trained": int(rows_in_loss.sum()) // cfg.group_size}, self.device)
         metrics.update(self._reward_metrics(scored, all_rewards, all_advantages))
         metrics.update(step=self.step, lr=lr, seconds_rollout=t1 - t0, seconds_reward=t2 - t1,
                        seconds_update=t3 - t2, tokens_per_s=counted["generated"] / max(t1 - t0, 1e-9),
                        chain_length=counted["chain_tokens"] / len(all_rewards), skipped_steps=self.skipped_steps,
                        judge_failures=int(counted["judge_failures"]), judge_requests=int(counted["judge_requests"]),
-                       parse_failures=int(counted["parse_failures"]))
+                       parse_failures=int(counted["parse_failures"]), truncated_chains=int(counted["truncated_chains"]),
+                       groups_drawn=int(counted["groups_drawn"]), groups_dropped=int(counted["groups_dropped"]),
+                       groups_trained=int(counted["groups_trained"]),
+                       logprob_gap_mean=counts["gap_sum"] / max(counts["gap_count"], 1.0),
+                       logprob_gap_max=max_over_ranks(gap_max, self.device))
         self._maybe_grid(r, scored)
         return metrics
 
@@ -228,7 +300,9 @@ class GRPOTrainer(TrainerShell):
         self.optimizer.zero_grad(set_to_none=True)
         tokens = max(update["num_tokens"], 1.0)
         return {"loss": update["loss"], "grad_norm": float(norm), "step_skipped": not finite,
-                **{name: update[name] / tokens for name in METRIC_NAMES}}
+                **{name: update[name] / tokens for name in METRIC_NAMES},
+                "entropy_chain": update["entropy_chain"] / max(update["chain_tokens"], 1.0),
+                "entropy_image": update["entropy_image"] / max(update["image_tokens"], 1.0)}
 
     def _reward_metrics(self, scored, all_rewards: torch.Tensor, all_advantages: torch.Tensor) -> dict:
         """Reward and advantage statistics over every rank's samples."""
@@ -317,3 +391,72 @@ class GRPOTrainer(TrainerShell):
         self.reward_worker.close()
         if self.tb is not None:
             self.tb.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Dynamic sampling: which groups a step keeps
+# ---------------------------------------------------------------------------------------------
+
+def informative_groups(rewards: np.ndarray, group_size: int) -> np.ndarray:
+    """bool ``[num_groups]``: groups with at least two rewards that are not NaN and not all equal (the others
+    get advantage 0 whatever the scaling)."""
+    groups = np.asarray(rewards, dtype=np.float64).reshape(-1, group_size)
+    valid = ~np.isnan(groups)
+    high = np.where(valid, groups, -np.inf).max(1)
+    low = np.where(valid, groups, np.inf).min(1)
+    return (valid.sum(1) >= 2) & (high > low)
+
+
+def merge_groups(picks: list[tuple[Rollout, int]], pad: int) -> Rollout:
+    """One :class:`Rollout` of the groups ``(rollout, group index)`` in order: prompts left-padded, chains
+    right-padded to the widest (``pad``, out of ``chain_mask``), rows renumbered."""
+    first = picks[0][0]
+    G = first.num_samples
+    parts = [(r, slice(g * G, (g + 1) * G)) for r, g in picks]
+    prompt_width = max(r.prompt_ids.shape[1] for r, _ in parts)
+    chain_width = max(r.chain_ids.shape[1] for r, _ in parts)
+
+    def cat(name: str, width: int | None = None, left: bool = False, value=0):
+        out = []
+        for r, rows in parts:
+            t = getattr(r, name)[rows]
+            if width is not None and t.shape[1] < width:
+                fill = t.new_full((t.shape[0], width - t.shape[1]), value)
+                t = torch.cat([fill, t] if left else [t, fill], 1)
+            out.append(t)
+        return torch.cat(out)
+
+    per_row = lambda name: [x for r, rows in parts for x in getattr(r, name)[rows]]  # noqa: E731
+    return Rollout(
+        prompt_ids=cat("prompt_ids", prompt_width, left=True, value=pad),
+        prompt_mask=cat("prompt_mask", prompt_width, left=True, value=False),
+        chain_ids=cat("chain_ids", chain_width, value=pad), chain_mask=cat("chain_mask", chain_width, value=False),
+        chain_lengths=cat("chain_lengths"), image_ids=cat("image_ids"),
+        prompts=[r.prompts[g] for r, g in picks], num_samples=G,
+        group=torch.arange(len(picks), device=first.group.device).repeat_interleave(G),
+        chain_logprobs=cat("chain_logprobs", chain_width, value=0.0), image_logprobs=cat("image_logprobs"),
+        texts=per_row("texts"), chains=per_row("chains"),
+        images=None if first.images is None else cat("images"), sampling=first.sampling)
+
+
+def merge_scores(picks: list[tuple[ScoredBatch, int]], every: list[ScoredBatch], group_size: int) -> ScoredBatch:
+    """The :class:`ScoredBatch` of the picked groups ``(scores, group index)``; judge requests, failures and
+    failed shares count every scored batch in ``every`` (all the judge's work)."""
+    rows = lambda values, g: np.asarray(values)[g * group_size : (g + 1) * group_size]  # noqa: E731
+    names = sorted(picks[0][0].components)
+    total_rows = sum(len(s.total) for s in every)
+    return ScoredBatch(
+        total=np.concatenate([rows(s.total, g) for s, g in picks]),
+        components={n: np.concatenate([rows(s.components[n], g) for s, g in picks]) for n in names},
+        failures=sum(s.failures for s in every), requests=sum(s.requests for s in every),
+        failed={n: sum(s.failed.get(n, 0.0) * len(s.total) for s in every) / total_rows
+                for n in sorted({n for s in every for n in s.failed})})
+
+
+def max_over_ranks(value: float, device) -> float:
+    """``value``'s maximum over the ranks."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor)
