@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -365,13 +366,20 @@ class RewardServer:
             worker.stop()
 
     def serve_forever(self) -> None:
-        """Print :meth:`describe` and serve until interrupted (Ctrl-C), for the command line."""
+        """Print :meth:`describe` and serve until Ctrl-C or SIGTERM, for the command line.
+
+        Both signals get a handler of their own: a process started in the background inherits SIGINT ignored,
+        and a service manager stops with SIGTERM.
+        """
+        stop = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: stop.set())
         self.start()
         print(self.describe(), flush=True)
         try:
-            self._thread.join()
-        except KeyboardInterrupt:
-            pass
+            while not stop.wait(0.5):
+                pass
         finally:
             self.close()
 
