@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Lowest first. A module may import its own stage and the stages before it. Most specific prefix wins.
 STAGES = {
-    "gotr1": 0, "gotr1.kernels": 0, "gotr1._canvas": 0, "gotr1.progress": 0, "gotr1.threads": 0,
+    "gotr1": 0, "gotr1.kernels": 0, "gotr1._canvas": 0, "gotr1.progress": 0, "gotr1.threads": 0, "gotr1.validation": 0,
     "gotr1.chain": 1, "gotr1.layout": 1, "gotr1.prompt_sets": 1, "gotr1.images": 1,
     "gotr1.policy": 2,
     "gotr1.rollout": 3,

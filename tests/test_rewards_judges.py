@@ -141,10 +141,9 @@ def test_reward_worker_scores_in_the_background():
 
     judge = SlowJudge(SCRIPT)
     with RewardWorker(JudgeReward(judge, RewardConfig(w_ri=0, w_pi=0))) as worker:
-        start = time.monotonic()
         first = worker.submit(PROMPTS, CHAINS, None)
         second = worker.submit(PROMPTS, CHAINS, None)
-        assert time.monotonic() - start < 0.1  # submit does not wait for the judge
+        assert not first.done()  # submit returned before the judge (0.2 s a batch) could have answered
         np.testing.assert_allclose(first.result(timeout=5).total, [0.75, 0.45, 0.75])
         assert second.result(timeout=5).details["cache_hits"] == 5  # the worker's cache carries over
     assert judge.thread.startswith("reward-worker")

@@ -12,10 +12,7 @@ from dataclasses import dataclass
 
 import yaml
 
-
-def _check(settings, name: str, ok: bool, expected: str) -> None:
-    if not ok:
-        raise ValueError(f"{type(settings).__name__}.{name} must be {expected}, got {getattr(settings, name)!r}")
+from gotr1.validation import require
 
 
 @dataclass
@@ -46,8 +43,8 @@ class JudgeSettings:
     """Seconds per judge request attempt before it is retried, then scored 0 (OpenAI backend)."""
 
     def __post_init__(self):
-        _check(self, "judge_concurrency", self.judge_concurrency >= 1, ">= 1")
-        _check(self, "judge_timeout", self.judge_timeout > 0, "> 0")
+        require(self, "judge_concurrency", self.judge_concurrency >= 1, ">= 1")
+        require(self, "judge_timeout", self.judge_timeout > 0, "> 0")
 
 
 @dataclass
@@ -76,8 +73,8 @@ class GRPOJob(PolicySettings, JudgeSettings):
         if isinstance(self.reward, str) and self.reward.lstrip().startswith("{"):
             self.reward = yaml.safe_load(self.reward)  # a mapping given as text on the command line
         if isinstance(self.reward, str):
-            _check(self, "reward", self.reward in ("judge", "rules"), "'judge', 'rules' or a mapping")
-        _check(self, "reward_mode", self.reward_mode in ("product", "sum"), "'product' or 'sum'")
+            require(self, "reward", self.reward in ("judge", "rules"), "'judge', 'rules' or a mapping")
+        require(self, "reward_mode", self.reward_mode in ("product", "sum"), "'product' or 'sum'")
 
     @property
     def composed(self) -> bool:

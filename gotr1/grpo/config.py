@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from gotr1.kernels.grpo_loss import LOSS_TYPES, SCALES, grpo_loss
 from gotr1.rollout.sampling import Sampling
 from gotr1.train.config import TrainingConfig
+from gotr1.validation import require
 
 _SAMPLING = Sampling()
 CISPO_EPS_HIGH = inspect.signature(grpo_loss).parameters["cispo_eps_high"].default  # the kernels' (TRL's)
@@ -140,26 +141,26 @@ class GRPOConfig(TrainingConfig):
     def __post_init__(self):
         super().__post_init__()
         for name in ("prompts_per_step", "max_chain_tokens", "num_iterations", "micro_batch_size", "max_bad_steps"):
-            self._check(name, getattr(self, name) >= 1, ">= 1")
-        self._check("group_size", self.group_size >= 2, ">= 2 (advantages compare samples of one prompt)")
+            require(self, name, getattr(self, name) >= 1, ">= 1")
+        require(self, "group_size", self.group_size >= 2, ">= 2 (advantages compare samples of one prompt)")
         try:
             self.sampling
         except ValueError as err:
             raise ValueError(str(err).replace("Sampling.", "GRPOConfig.", 1)) from None
         for name in ("beta", "eps_low", "eps_high", "sample_every", "entropy_coef", "max_extra_rollouts"):
-            self._check(name, getattr(self, name) >= 0, ">= 0")
-        self._check("delta", self.delta is None or self.delta > 1, "> 1 or None")
-        self._check("loss_type", self.loss_type in LOSS_TYPES, f"one of {LOSS_TYPES}")
-        self._check("cispo_eps_high", self.cispo_eps_high > 0, "> 0")
-        self._check("top_entropy_quantile", 0 < self.top_entropy_quantile <= 1, "in (0, 1]")
-        self._check("tis_cap", self.tis_cap is None or self.tis_cap > 0, "> 0 or None (off)")
-        self._check("tis_level", self.tis_level in ("token", "sequence"), "'token' or 'sequence'")
-        self._check("importance_level", self.importance_level in ("token", "sequence"), "'token' or 'sequence'")
-        self._check("scale_rewards", self.scale_rewards in SCALES, f"one of {SCALES}")
-        self._check("judge_outage_rate", 0 <= self.judge_outage_rate < 1, "in [0, 1)")
-        self._check("alarm_window", self.alarm_window >= 0, ">= 0")
-        self._check("alarm_delta", self.alarm_delta > 0, "> 0")
-        self._check("max_judge_outage_steps", self.max_judge_outage_steps >= 0, ">= 0")
+            require(self, name, getattr(self, name) >= 0, ">= 0")
+        require(self, "delta", self.delta is None or self.delta > 1, "> 1 or None")
+        require(self, "loss_type", self.loss_type in LOSS_TYPES, f"one of {LOSS_TYPES}")
+        require(self, "cispo_eps_high", self.cispo_eps_high > 0, "> 0")
+        require(self, "top_entropy_quantile", 0 < self.top_entropy_quantile <= 1, "in (0, 1]")
+        require(self, "tis_cap", self.tis_cap is None or self.tis_cap > 0, "> 0 or None (off)")
+        require(self, "tis_level", self.tis_level in ("token", "sequence"), "'token' or 'sequence'")
+        require(self, "importance_level", self.importance_level in ("token", "sequence"), "'token' or 'sequence'")
+        require(self, "scale_rewards", self.scale_rewards in SCALES, f"one of {SCALES}")
+        require(self, "judge_outage_rate", 0 <= self.judge_outage_rate < 1, "in [0, 1)")
+        require(self, "alarm_window", self.alarm_window >= 0, ">= 0")
+        require(self, "alarm_delta", self.alarm_delta > 0, "> 0")
+        require(self, "max_judge_outage_steps", self.max_judge_outage_steps >= 0, ">= 0")
         if not (self.chain_loss or self.image_loss):
             raise ValueError("GRPOConfig: chain_loss and image_loss are both False; the loss would cover nothing")
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from gotr1.validation import require
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -41,8 +43,7 @@ class Sampling:
             "guidance": (self.guidance >= 1, ">= 1"),
         }
         for name, (ok, expected) in checks.items():
-            if not ok:
-                raise ValueError(f"Sampling.{name} must be {expected}, got {getattr(self, name)!r}")
+            require(self, name, ok, expected)
 
     def with_seed(self, seed: int) -> Sampling:
         """The same settings with another noise key (GRPO draws a fresh one per step and rank)."""

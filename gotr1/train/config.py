@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gotr1.validation import require
+
 
 @dataclass
 class TrainingConfig:
@@ -61,24 +63,20 @@ class TrainingConfig:
     progress: bool = True
     """Show a tqdm progress bar."""
 
-    def _check(self, name: str, ok: bool, expected: str) -> None:
-        if not ok:
-            raise ValueError(f"{type(self).__name__}.{name} must be {expected}, got {getattr(self, name)!r}")
-
     def __post_init__(self):
         self.lora_target_modules = tuple(self.lora_target_modules)
         self.adam_betas = tuple(self.adam_betas)
         for name in ("lora_rank", "max_steps", "save_every", "log_every"):
-            self._check(name, getattr(self, name) >= 1, ">= 1")
+            require(self, name, getattr(self, name) >= 1, ">= 1")
         for name in ("lr", "lora_alpha"):
-            self._check(name, getattr(self, name) > 0, "> 0")
+            require(self, name, getattr(self, name) > 0, "> 0")
         for name in ("warmup_steps", "weight_decay"):
-            self._check(name, getattr(self, name) >= 0, ">= 0")
-        self._check("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)")
-        self._check("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0, "> 0 or None")
-        self._check("keep_last", self.keep_last is None or self.keep_last >= 1, ">= 1 or None")
-        self._check("adam_betas", len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "two values in [0, 1)")
-        self._check("lora_target_modules", len(self.lora_target_modules) > 0, "a non-empty list of projection names")
+            require(self, name, getattr(self, name) >= 0, ">= 0")
+        require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)")
+        require(self, "max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0, "> 0 or None")
+        require(self, "keep_last", self.keep_last is None or self.keep_last >= 1, ">= 1 or None")
+        require(self, "adam_betas", len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "two values in [0, 1)")
+        require(self, "lora_target_modules", len(self.lora_target_modules) > 0, "a non-empty list of projection names")
 
 
 @dataclass
@@ -114,9 +112,9 @@ class SFTConfig(TrainingConfig):
     def __post_init__(self):
         super().__post_init__()
         for name in ("max_chain_tokens", "batch_size", "grad_accum"):
-            self._check(name, getattr(self, name) >= 1, ">= 1")
+            require(self, name, getattr(self, name) >= 1, ">= 1")
         for name in ("chain_loss_weight", "image_loss_weight"):
-            self._check(name, getattr(self, name) >= 0, ">= 0")
-        self._check("cfg_dropout", 0 <= self.cfg_dropout < 1, "in [0, 1)")
+            require(self, name, getattr(self, name) >= 0, ">= 0")
+        require(self, "cfg_dropout", 0 <= self.cfg_dropout < 1, "in [0, 1)")
         if self.chain_loss_weight == 0 and self.image_loss_weight == 0:
             raise ValueError("SFTConfig: chain_loss_weight and image_loss_weight are both 0; set one of them > 0")
