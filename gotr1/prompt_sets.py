@@ -6,6 +6,9 @@ GRPO trains on them (``GRPOJob.prompts``, through :func:`read_prompt_mixture`) a
 file; anything else: one prompt a line), a T2I-CompBench validation category (``color``: ``color_val.txt``) or a
 T2I-CompBench training list (``color_train``). In a mixture each source may carry a weight, ``color_train:1,
 spatial_train:2,prompts.jsonl:1``.
+
+The validation lists exist in two revisions of the T2I-CompBench repository (:data:`COMPBENCH_REVISIONS`);
+the default is the one the GoT-R1 paper evaluated.
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ import numpy as np
 COMPBENCH_CATEGORIES = ("color", "shape", "texture", "spatial", "non_spatial", "complex")
 COMPBENCH_TRAIN_LISTS = tuple(f"{c}_train" for c in (*COMPBENCH_CATEGORIES, "3d_spatial", "numeracy"))
 JSON_LINES_SUFFIXES = (".jsonl", ".json")
+COMPBENCH_REVISIONS = {
+    "2023-07": "the validation lists as first released (T2I-CompBench commit 7710d05, 2023-07-09), unchanged "
+               "until 2025-09: the lists GoT-R1 (May 2025) evaluated",
+    "2025-09": "T2I-CompBench commit 3310c2f (2025-09-03): color_val.txt with 5 of 300 prompts changed "
+               "(duplicates replaced)",
+}
+"""Revisions of the validation lists, by the month they were published. Files a revision changes live under
+``assets/t2i_compbench/revisions/{revision}/``; the rest are shared."""
+DEFAULT_COMPBENCH_REVISION = "2023-07"
 
 
 # --- sources ---------------------------------------------------------------------------------------------------
@@ -55,14 +67,22 @@ def _read_file(path: Path) -> list[str]:
     return prompts
 
 
-def _read_source(name: str) -> list[str]:
-    """The prompts of one source: a file, a validation category or a training list."""
+def check_revision(revision: str) -> str:
+    """``revision`` if it is one of :data:`COMPBENCH_REVISIONS`, else a ValueError naming the choices."""
+    if revision not in COMPBENCH_REVISIONS:
+        raise ValueError(f"prompt revision: {revision!r} is not one of {', '.join(COMPBENCH_REVISIONS)}")
+    return revision
+
+
+def _read_source(name: str, revision: str = DEFAULT_COMPBENCH_REVISION) -> list[str]:
+    """The prompts of one source: a file, a validation category (of ``revision``) or a training list."""
     path = Path(name)
     if path.is_file():
         return _read_file(path)
     folder = resources.files("gotr1").joinpath("assets/t2i_compbench")
     if name in COMPBENCH_CATEGORIES:
-        return _read_text_file(folder.joinpath(f"{name}_val.txt"))
+        revised = folder.joinpath("revisions", check_revision(revision), f"{name}_val.txt")
+        return _read_text_file(revised if revised.is_file() else folder.joinpath(f"{name}_val.txt"))
     if name in COMPBENCH_TRAIN_LISTS:
         return _read_text_file(folder.joinpath(f"{name}.txt"))
     if path.suffix or len(path.parts) > 1:
@@ -81,7 +101,7 @@ def _split(spec: str) -> list[str]:
     return parts
 
 
-def read_prompts(spec: str) -> dict[str, list[str]]:
+def read_prompts(spec: str, revision: str = DEFAULT_COMPBENCH_REVISION) -> dict[str, list[str]]:
     """Prompts by category, every prompt of every source once.
 
     Parameters
@@ -89,13 +109,16 @@ def read_prompts(spec: str) -> dict[str, list[str]]:
     spec : str
         Sources joined by commas (module docstring), without weights. A file's category is its stem, a
         shipped list's its name (``color`` for the validation list, ``color_train`` for the training list).
+    revision : str
+        Which revision of the validation lists (:data:`COMPBENCH_REVISIONS`).
 
     Returns
     -------
     dict[str, list[str]]
         Category -> its prompts, in file order.
     """
-    return {(Path(part).stem if Path(part).is_file() else part): _read_source(part) for part in _split(spec)}
+    return {(Path(part).stem if Path(part).is_file() else part): _read_source(part, revision)
+            for part in _split(spec)}
 
 
 # --- mixtures --------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """gotr1.eval.runner: the official layouts, resumable generation and scoring, --images, tables, bad input."""
 
+import csv
 import json
 import os
 
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from gotr1.metrics import nouns
 from gotr1.metrics.metric import Metric
-from gotr1.eval.protocols import CompBench, protocol
+from gotr1.eval.protocols import SPACY_INSTALL, CompBench, GenEval, protocol
 from gotr1.eval.runner import run_benchmark
 from gotr1.policy.model import tiny_janus
 from gotr1.rollout import Sampling
@@ -29,6 +31,17 @@ class PixelMean(Metric):
         return np.array([np.nan if "NaN-me" in p else float(np.asarray(i).mean()) / 255 for p, i in zip(prompts, images)])
 
 
+@pytest.fixture
+def spacy_ran(monkeypatch):
+    """As if spaCy's en_core_web_sm had parsed the prompts (the stand-in metrics here parse nothing)."""
+    monkeypatch.setattr(nouns, "_spacy", lambda: object())
+
+
+@pytest.fixture
+def rules_ran(monkeypatch):
+    monkeypatch.setattr(nouns, "_spacy", lambda: None)
+
+
 @pytest.fixture(scope="module")
 def policy():
     torch.manual_seed(0)
@@ -47,7 +60,7 @@ def _scores(out):
     return {r["image"]: r for r in map(json.loads, (out / "scores.jsonl").read_text().splitlines())}
 
 
-def test_images_land_in_the_official_layout_with_scores_tables_and_grid(policy, tmp_path):
+def test_images_land_in_the_official_layout_with_scores_tables_and_grid(policy, tmp_path, spacy_ran):
     result = _run(policy, tmp_path)
     color = (tmp_path / "color" / "samples").glob("*.png")
     names = sorted(p.name for p in color)
@@ -63,8 +76,66 @@ def test_images_land_in_the_official_layout_with_scores_tables_and_grid(policy, 
     assert result.summary["color"] == pytest.approx(expected)
     table = (tmp_path / "table.md").read_text()
     assert "| model | Color | 2D-Spatial |" in table and "| GoT-R1-1B (paper) | 0.7632 | 0.2674 |" in table
+    spatial = result.summary["spatial"]
+    assert f"| this run | {result.summary['color']:.4f} | {spatial:.4f} (detector differs) |" in table
+    assert "- noun phrases: spaCy en_core_web_sm (official)" in table and "- prompt lists: T2I-CompBench 2023-07" in table
     assert (tmp_path / "samples.png").is_file()
-    assert json.loads((tmp_path / "summary.json").read_text())["benchmark"] == "t2i-compbench"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["benchmark"] == "t2i-compbench" and summary["tiny_metrics"] is False
+    assert summary["paper_rows"] == ["GoT-R1-1B", "GoT-R1-7B", "Janus-Pro-7B"] and summary["paper_rows_withheld"] is None
+
+
+def _score_folder(tmp_path, protocol=None, **kwargs):
+    """Score two hand-made images (a colour one, a spatial one) with the stand-in metric; the tables' lines."""
+    from PIL import Image
+
+    for category, prompt in (("color", "a red cup"), ("spatial", "a cat on the left of a dog")):
+        (tmp_path / "images" / category / "samples").mkdir(parents=True)
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "images" / category / "samples" / f"{prompt}_000000.png")
+    run_benchmark(protocol or CompBench(), {"color": PixelMean(), "spatial": PixelMean()}, tmp_path / "out",
+                  images=tmp_path / "images", categories=["color", "spatial"], progress=False, **kwargs)
+    with open(tmp_path / "out" / "table.csv", newline="") as f:
+        header, *rows = csv.reader(f)
+    return (tmp_path / "out" / "table.md").read_text(), dict(zip(header, rows[0])), len(rows)
+
+
+def test_without_spacy_the_run_stands_alone_and_says_why(tmp_path, rules_ran):
+    table, csv_row, csv_rows = _score_folder(tmp_path)
+    assert "(paper)" not in table and "Published rows withheld: the prompts were parsed by gotr1's rule chunker" in table
+    assert SPACY_INSTALL in table and "- noun phrases: gotr1's rule chunker" in table
+    assert csv_rows == 1 and csv_row["noun phrases"].startswith("gotr1's rule chunker")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["paper_rows"] == [] and "rule chunker" in summary["paper_rows_withheld"]
+
+
+def test_tiny_metrics_never_stand_beside_the_paper(tmp_path, spacy_ran):
+    table, csv_row, csv_rows = _score_folder(tmp_path, tiny_metrics=True)
+    assert table.startswith("tiny_metrics: true") and "(paper)" not in table
+    assert "Published rows withheld: random-weight tiny metric models" in table
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["tiny_metrics"] is True
+    assert csv_rows == 1 and csv_row["tiny_metrics"] == "true"
+
+
+def test_the_prompt_revision_is_chosen_and_named(tmp_path, spacy_ran):
+    paper, revised = (CompBench(r).items(["color"]) for r in ("2023-07", "2025-09"))
+    changed = [(a.prompt, b.prompt) for a, b in zip(paper, revised) if a.prompt != b.prompt]
+    assert len(paper) == len(revised) == 300 and len(changed) == 5
+    assert ("a yellow taxi and a black tire", "a yellow taxi and a red tire") in changed
+    table, csv_row, csv_rows = _score_folder(tmp_path, CompBench("2025-09"))
+    assert csv_rows == 4 and csv_row["notes"] == "2D-Spatial: detector differs; Color: prompt list 2025-09"
+    assert "(prompt list 2025-09) |" in table and "- prompt lists: T2I-CompBench 2025-09" in table
+    with pytest.raises(ValueError, match="prompt revision: '2024-01' is not one of 2023-07, 2025-09"):
+        CompBench("2024-01")
+    with pytest.raises(ValueError, match="prompt revision: geneval has no T2I-CompBench prompt lists"):
+        protocol("geneval", "2025-09")
+
+
+def test_geneval_prints_the_papers_verified_rows():
+    comparison = GenEval().compare({"colors": PixelMean()})
+    assert comparison.paper_rows["GoT-R1-7B"] == {"single_object": .99, "two_object": .94, "counting": .50,
+                                                  "colors": .90, "position": .46, "color_attr": .68, "overall": .75}
+    assert "Table 2" in GenEval.paper_source and "1333 x 800" in comparison.facts["detector"]
+    assert GenEval().compare({"colors": PixelMean()}, tiny_metrics=True).paper_rows == {}
 
 
 def test_a_rerun_generates_and_scores_only_what_is_missing(policy, tmp_path):

@@ -19,6 +19,7 @@ from gotr1.metrics.compbench import (
     vqa_question,
     yes_probability,
 )
+from gotr1.eval.protocols import SPACY_INSTALL
 from gotr1.metrics.metric import Metric, MetricLoadError
 from gotr1.metrics.spatial import (
     DISTANCE_THRESHOLD,
@@ -28,6 +29,8 @@ from gotr1.metrics.spatial import (
     relative_position,
     spatial_relation,
     spatial_rule,
+    unidet_label,
+    unidet_labels,
 )
 from gotr1.metrics.three_in_one import complex_kind, three_in_one
 
@@ -188,6 +191,26 @@ def test_spacy_route_filters_and_caps_noun_chunks(monkeypatch):
     assert nouns.complex_spatial_objects("ignored") == ("light", "dog")  # "on the left" at token 3
 
 
+def _official_spacy():
+    """spaCy's en_core_web_sm, or a skip saying why (it installs from GitHub releases, not the package index)."""
+    spacy = pytest.importorskip("spacy", reason=f"spaCy is not installed ({SPACY_INSTALL})")
+    try:
+        return spacy.load("en_core_web_sm")
+    except OSError:
+        pytest.skip(f"spaCy's en_core_web_sm is not installed ({SPACY_INSTALL})")
+
+
+@pytest.mark.parametrize("category", ["color", "shape", "texture", "complex"])
+def test_blip_questions_equal_spacys_official_questions(category):
+    nlp = _official_spacy()
+    assert nouns.chunker() == "spacy"
+    for prompt in BENCH.joinpath(f"{category}_val.txt").read_text(encoding="utf-8").splitlines()[:60]:
+        # BLIP_vqa.py: every noun chunk but four spatial words, the first 8, each "{chunk}?" through pre_question
+        chunks = [c.text for c in nlp(prompt).noun_chunks if c.text not in ["top", "the side", "the left", "the right"]]
+        official = [vqa_question(chunk) for chunk in chunks[:8]]
+        assert [vqa_question(p) for p in nouns.noun_phrases(prompt)[0]] == official, prompt
+
+
 def test_rule_chunker_keeps_at_most_eight_phrases(rules):
     prompt = " and ".join(f"a red {name}" for name in "cup bowl vase lamp desk chair sofa book pen key".split())
     phrases, _ = nouns.noun_phrases(prompt)
@@ -324,6 +347,42 @@ def test_spatial_score_applies_the_rule_to_the_detections(rules):
     complex_got = SpatialScore(owl, processor, complex=True).score(["The cat sat in the box.", prompts[0]],
                                                                   _images(2))
     np.testing.assert_allclose(complex_got, [0.0, 0.5 * conf + 0.5], atol=1e-9)  # no relation: 0 as officially
+
+
+def test_unidet_labels_match_exactly_with_the_person_mapping():
+    labels = unidet_labels()
+    assert len(labels) == 677 and {"cat", "dog", "person", "table, desk", "tissue "} <= labels
+    assert [unidet_label(n) for n in ("girl", "man", "person", "cat", "Cat", "table", "tissue", "wallet", None)] == \
+        ["person", "person", "person", "cat", None, None, None, None, None]
+
+
+class _PerfectDetector(SpatialScore):
+    """Finds whatever it is asked for with confidence 0.9: the first query at the left, the second at the right."""
+
+    def __init__(self, **kwargs):
+        super().__init__(None, None, **kwargs)
+        self.asked = []
+
+    def detect(self, images, queries):
+        self.asked += queries
+        return [[((10.0, 200.0, 110.0, 300.0), 0.9), ((300.0, 200.0, 400.0, 300.0), 0.9)] for _ in images]
+
+
+def test_a_noun_outside_unidets_vocabulary_is_never_detected(rules):
+    prompts = ["a cat on the left of a dog", "a wallet on the left of a dog", "a girl on the left of a dog",
+               "a table on the left of a wallet"]
+    metric = _PerfectDetector()
+    got = metric.score(prompts, _images(4))
+    # both found and well placed: 0.25 (0.9 + 0.9) + 0.5; a wallet never is, so 0.25 * 0.9 < 0.5 -> 0
+    np.testing.assert_allclose(got, [0.95, 0.0, 0.95, 0.0], atol=1e-12)
+    assert metric.asked == [("cat", "dog"), ("dog", "dog"), ("person", "dog")]  # the last image asks nothing
+    assert _PerfectDetector(vocabulary="open").score(prompts[1:2], _images(1)).tolist() == pytest.approx([0.95])
+    complex_got = _PerfectDetector(complex=True).score(["The wallet is on the left of the dog.",
+                                                         "The fluffy cat is on the left of the soft pillow."],
+                                                        _images(2))
+    np.testing.assert_allclose(complex_got, [0.0, 0.95], atol=1e-12)
+    with pytest.raises(ValueError, match="vocabulary: expected one of .* got 'coco'"):
+        SpatialScore(None, None, vocabulary="coco")
 
 
 # ---------------------------------------------------------------------------------------------- CLIP

@@ -1,14 +1,21 @@
 """Each benchmark's protocol: its prompts, images per prompt, the file layout its official scripts read,
 its metrics and its table.
 
-* ``t2i-compbench``: the validation lists (shipped), 10 images per prompt, ``{category}/samples/{prompt}_{n:06}.png``
-  (``n`` counts the category's images), one metric per category (:mod:`gotr1.metrics.compbench`), the mean per
-  category; the GoT-R1 paper's rows beside the run's.
+* ``t2i-compbench``: the validation lists (shipped, in the revision GoT-R1 evaluated unless another is asked for),
+  10 images per prompt, ``{category}/samples/{prompt}_{n:06}.png`` (``n`` counts the category's images), one
+  metric per category (:mod:`gotr1.metrics.compbench`), the mean per category; the GoT-R1 paper's rows beside
+  the run's only when spaCy's model parsed the prompts (else the rows are withheld, and the table says why).
 * ``geneval``: the 553 prompts of GenEval's metadata (shipped), 4 images per prompt,
   ``{index:05}/samples/{k:04}.png`` beside ``{index:05}/metadata.jsonl``, correctness per image
-  (:mod:`gotr1.metrics.geneval`), per-tag accuracy and their mean.
+  (:mod:`gotr1.metrics.geneval`), per-tag accuracy and their mean; the GoT-R1 paper's GenEval rows beside.
 * ``judge``: the T2I-CompBench lists (or a prompt file) scored by the MLLM judge's prompt-image rubric (R_PI);
   comparable between gotr1 runs, not with any paper.
+
+Every published row is checked against the GoT-R1 paper's tables (arXiv 2505.17022v2, the ICLR 2026 version;
+the citation sits beside each row). :meth:`Protocol.compare` decides what a run's table says beside its
+numbers: the published rows only where the run is comparable (never beside random-weight tiny metrics), why
+they are withheld otherwise, notes on the cells that departed from the official pipeline, and the facts a
+reader needs (which noun-phrase parser, which prompt revision, which checkpoints).
 """
 
 from __future__ import annotations
@@ -20,7 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from gotr1.prompt_sets import COMPBENCH_CATEGORIES, read_prompts
+from gotr1.prompt_sets import (
+    COMPBENCH_CATEGORIES,
+    COMPBENCH_REVISIONS,
+    DEFAULT_COMPBENCH_REVISION,
+    check_revision,
+    read_prompts,
+)
+
+TINY_METRICS = "random-weight tiny metric models (--tiny-metrics): the numbers mean nothing"
+SPACY_INSTALL = "pip install spacy && python -m spacy download en_core_web_sm"
+DETECTOR_DIFFERS = "detector differs"
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,32 @@ class ImageRecord:
     item: PromptItem
     sample: int
     path: Path
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a run's table says beside its numbers (:meth:`Protocol.compare`).
+
+    Attributes
+    ----------
+    paper_rows : dict
+        Model -> column -> published value, the rows printed beside the run's (empty when withheld).
+    withheld : str or None
+        Why the published rows are not printed; None when they are (or the benchmark has none).
+    cell_notes : dict
+        Column -> a short note on the run's cell where the run departs from the official pipeline.
+    facts : dict
+        Label -> what ran (noun phrases, prompt lists, models), written into ``table.md``, ``table.csv`` and
+        ``summary.json``.
+    tiny_metrics : bool
+        Whether the metrics were random-weight tiny models.
+    """
+
+    paper_rows: dict = field(default_factory=dict)
+    withheld: str | None = None
+    cell_notes: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
+    tiny_metrics: bool = False
 
 
 class Protocol:
@@ -69,8 +112,10 @@ class Protocol:
         """The table row: one value per column, from ``scores.jsonl`` records."""
         raise NotImplementedError
 
-    def load_metrics(self, categories: list[str], device="cpu", dtype=None, tiny: bool = False) -> dict:
-        """category -> metric, the benchmark's own models (``tiny``: random tiny ones, for offline smoke runs)."""
+    def load_metrics(self, categories: list[str], device="cpu", dtype=None, tiny: bool = False,
+                     blip_model: str | None = None) -> dict:
+        """category -> metric, the benchmark's own models (``tiny``: random tiny ones, for offline smoke runs;
+        ``blip_model``: a BLIP-VQA checkpoint, for the benchmarks that use one)."""
         raise NotImplementedError
 
     def score(self, metric, items: list[PromptItem], images: list) -> np.ndarray:
@@ -82,6 +127,25 @@ class Protocol:
         if unknown or not categories:
             raise ValueError(f"categories: {unknown or categories} not in {self.name}'s {', '.join(self.categories)}")
         return categories
+
+    def compare(self, metrics: dict, tiny_metrics: bool = False) -> Comparison:
+        """What the table of a run scored by ``metrics`` (category -> metric) says beside its numbers."""
+        withheld = TINY_METRICS if tiny_metrics else self.withheld(metrics)
+        facts = {**self.facts(metrics), **({"metrics": TINY_METRICS} if tiny_metrics else {})}
+        return Comparison({} if withheld else dict(self.paper_rows), withheld if self.paper_rows else None,
+                          self.cell_notes(metrics), facts, tiny_metrics)
+
+    def withheld(self, metrics: dict) -> str | None:
+        """Why the published rows may not stand beside a run scored by ``metrics``; None when they may."""
+        return None
+
+    def cell_notes(self, metrics: dict) -> dict[str, str]:
+        """Column -> note on the run's cell where ``metrics`` depart from the official pipeline."""
+        return {}
+
+    def facts(self, metrics: dict) -> dict[str, str]:
+        """Label -> what ran, for the table and ``summary.json``."""
+        return {}
 
 
 def _category_means(records: list[dict], categories) -> dict[str, float]:
@@ -95,7 +159,7 @@ def _category_means(records: list[dict], categories) -> dict[str, float]:
 
 
 class CompBench(Protocol):
-    """T2I-CompBench (Huang et al., 2023): the official validation protocol."""
+    """T2I-CompBench (Huang et al., 2023): the official validation protocol, prompt lists of ``revision``."""
 
     name = "t2i-compbench"
     images_per_prompt = 10
@@ -103,17 +167,28 @@ class CompBench(Protocol):
     columns = {"color": "Color", "shape": "Shape", "texture": "Texture", "spatial": "2D-Spatial",
                "non_spatial": "Non-Spatial", "complex": "Complex"}
     paper_rows = {
+        # GoT-R1, arXiv 2505.17022v2 (ICLR 2026), Table 1 (the same row is Table 3's full-reward GoT-R1-1B)
         "GoT-R1-1B": {"color": .7632, "shape": .5174, "texture": .6589, "spatial": .2674, "non_spatial": .3101,
                       "complex": .3749},
+        # GoT-R1, arXiv 2505.17022v2 (ICLR 2026), Table 1
         "GoT-R1-7B": {"color": .8139, "shape": .5549, "texture": .7339, "spatial": .3306, "non_spatial": .3169,
                       "complex": .3944},
+        # GoT-R1, arXiv 2505.17022v2 (ICLR 2026), Table 1 (as reported there for the base model)
         "Janus-Pro-7B": {"color": .6359, "shape": .3528, "texture": .4936, "spatial": .2061, "non_spatial": .3085,
                          "complex": .3559},
     }
-    paper_source = "GoT-R1 (arXiv 2505.17022), T2I-CompBench table"
+    paper_source = "GoT-R1 (arXiv 2505.17022v2, ICLR 2026), Table 1, guidance scale 5, prompt lists 2023-07"
+    PAPER_REVISION = "2023-07"
+    """The prompt-list revision the paper's rows were measured on (GoT-R1 predates the 2025-09 revision)."""
+    NOUN_COLUMNS = ("color", "shape", "texture", "spatial", "non_spatial", "complex")
+    """Columns whose metric parses the prompt with spaCy officially (all six: BLIP-VQA's noun phrases,
+    2D-spatial's nouns, Complex's adjective-free CLIP text; Non-Spatial only through Complex)."""
+
+    def __init__(self, revision: str = DEFAULT_COMPBENCH_REVISION):
+        self.revision = check_revision(revision)
 
     def items(self, categories, limit=None):
-        prompts = read_prompts(",".join(self.check_categories(categories)))
+        prompts = read_prompts(",".join(self.check_categories(categories)), self.revision)
         return [PromptItem(category, i, prompt) for category, lines in prompts.items()
                 for i, prompt in enumerate(lines[:limit] if limit else lines)]
 
@@ -131,10 +206,39 @@ class CompBench(Protocol):
     def summary(self, records):
         return _category_means(records, self.categories)
 
-    def load_metrics(self, categories, device="cpu", dtype=None, tiny=False):
+    def load_metrics(self, categories, device="cpu", dtype=None, tiny=False, blip_model=None):
         from gotr1.metrics.compbench import load_metrics
 
-        return load_metrics(categories, device=device, dtype=dtype, tiny=tiny)
+        return load_metrics(categories, device=device, dtype=dtype, tiny=tiny, blip_model=blip_model)
+
+    def withheld(self, metrics):
+        from gotr1.metrics.nouns import chunker
+
+        if chunker() != "spacy" and any(c in self.NOUN_COLUMNS for c in metrics):
+            return ("the prompts were parsed by gotr1's rule chunker, not spaCy's en_core_web_sm as officially, so "
+                    "BLIP-VQA asks other questions, 2D-spatial looks for other nouns and Complex's CLIP reads other "
+                    f"text; install the model ({SPACY_INSTALL}) for a table comparable with the paper's")
+        return None
+
+    def cell_notes(self, metrics):
+        notes = {c: DETECTOR_DIFFERS for c in ("spatial", "complex") if c in metrics}  # OWLv2 stands in for UniDet
+        if self.revision != self.PAPER_REVISION and "color" in metrics:
+            notes["color"] = f"prompt list {self.revision}"
+        return notes
+
+    def facts(self, metrics):
+        from gotr1.metrics.nouns import chunker
+
+        facts = {"prompt lists": f"T2I-CompBench {self.revision}: {COMPBENCH_REVISIONS[self.revision]}",
+                 "noun phrases": ("spaCy en_core_web_sm (official)" if chunker() == "spacy" else
+                                  f"gotr1's rule chunker, not spaCy's en_core_web_sm ({SPACY_INSTALL})")}
+        for column in ("color", "spatial"):
+            if column in metrics:
+                facts[metrics[column].name] = metrics[column].describe()
+        if "spatial" in metrics or "complex" in metrics:
+            facts["detector"] = (f"{DETECTOR_DIFFERS}: OWLv2 asked for UniDet's labels stands in for UniDet "
+                                 "(Detectron2), whose confidences run on another scale")
+        return facts
 
 
 class Judge(CompBench):
@@ -146,7 +250,8 @@ class Judge(CompBench):
     paper_source = ""
 
     def items(self, categories, limit=None):
-        prompts = read_prompts(",".join(categories))  # a file (its stem is the category) or shipped categories
+        # a file (its stem is the category) or shipped categories
+        prompts = read_prompts(",".join(categories), self.revision)
         return [PromptItem(category, i, prompt) for category, lines in prompts.items()
                 for i, prompt in enumerate(lines[:limit] if limit else lines)]
 
@@ -155,6 +260,15 @@ class Judge(CompBench):
 
     def summary(self, records):
         return _category_means(records, dict.fromkeys(r["category"] for r in records))
+
+    def withheld(self, metrics):
+        return None
+
+    def cell_notes(self, metrics):
+        return {}
+
+    def facts(self, metrics):
+        return {"prompt lists": f"T2I-CompBench {self.revision} (shipped lists; a prompt file as it is)"}
 
 
 class GenEval(Protocol):
@@ -166,10 +280,14 @@ class GenEval(Protocol):
     columns = {"single_object": "Single Obj.", "two_object": "Two Obj.", "counting": "Counting",
                "colors": "Colors", "position": "Position", "color_attr": "Color Attri.", "overall": "Overall"}
     paper_rows = {
-        "Janus-Pro-7B": {"single_object": .99, "two_object": .89, "counting": .59, "colors": .90, "position": .79,
-                         "color_attr": .66, "overall": .80},
+        # GoT-R1, arXiv 2505.17022v2 (ICLR 2026), Table 2 (not in v1, which reports no GenEval)
+        "GoT-R1-7B": {"single_object": .99, "two_object": .94, "counting": .50, "colors": .90, "position": .46,
+                      "color_attr": .68, "overall": .75},
+        # GoT-R1, arXiv 2505.17022v2 (ICLR 2026), Table 2: the GoT-finetuned base GoT-R1-7B starts from
+        "Janus-Pro-7B-GoT": {"single_object": .99, "two_object": .69, "counting": .48, "colors": .85, "position": .43,
+                             "color_attr": .43, "overall": .64},
     }
-    paper_source = "Janus-Pro (arXiv 2501.17811), GenEval table; GoT-R1 reports no GenEval row"
+    paper_source = "GoT-R1 (arXiv 2505.17022v2, ICLR 2026), Table 2"
 
     def items(self, categories, limit=None):
         from gotr1.metrics.geneval import load_metadata
@@ -187,7 +305,11 @@ class GenEval(Protocol):
     def image_path(self, out, item, sample, per_prompt):
         return out / f"{item.index:05}" / "samples" / f"{sample:04}.png"
 
-    def load_metrics(self, categories, device="cpu", dtype=None, tiny=False):
+    def facts(self, metrics):
+        return {"detector": "Mask2Former Swin-S, transformers' port of the Detectron2 training (the official run "
+                            "uses mmdet's checkpoint), input at the official 1333 x 800 scale"}
+
+    def load_metrics(self, categories, device="cpu", dtype=None, tiny=False, blip_model=None):
         from gotr1.metrics.geneval import GenEvalScore, tiny_mask2former
         from gotr1.metrics.tiny_models import tiny_clip
 
@@ -227,8 +349,13 @@ class GenEval(Protocol):
 PROTOCOLS = {p.name: p for p in (CompBench, GenEval, Judge)}
 
 
-def protocol(name: str) -> Protocol:
-    """A fresh protocol object by benchmark name."""
+def protocol(name: str, revision: str | None = None) -> Protocol:
+    """A fresh protocol object by benchmark name; ``revision``: the T2I-CompBench prompt lists' (default: the
+    paper's), for the benchmarks that read them."""
     if name not in PROTOCOLS:
         raise ValueError(f"benchmark: {name!r} is not one of {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[name]()
+    if revision is None:
+        return PROTOCOLS[name]()
+    if not issubclass(PROTOCOLS[name], CompBench):
+        raise ValueError(f"prompt revision: {name} has no T2I-CompBench prompt lists, got {revision!r}")
+    return PROTOCOLS[name](revision)

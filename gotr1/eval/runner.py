@@ -169,12 +169,13 @@ def _gathered(result: EvalResult) -> EvalResult:
 def run_benchmark(protocol: Protocol, metrics: dict, out: str | Path, *, model=None, processor=None,
                   images: str | Path | None = None, categories: list[str] | None = None, limit: int | None = None,
                   per_prompt: int | None = None, batch_size: int = 8, score_batch_size: int = 16,
-                  sampling: Sampling = Sampling(), progress: bool = True) -> EvalResult:
+                  sampling: Sampling = Sampling(), progress: bool = True, tiny_metrics: bool = False) -> EvalResult:
     """Generate (unless ``images`` names a folder to score), score, and on rank 0 write the tables.
 
     Writes to ``out``: the images (official layout), ``chains/``, ``scores.jsonl``, ``table.md`` /
-    ``table.csv`` (the run's row beside the paper's), ``samples.png`` (best and worst images per category)
-    and ``summary.json``.
+    ``table.csv`` (the run's row beside the paper's where comparable, :meth:`Protocol.compare`),
+    ``samples.png`` (best and worst images per category) and ``summary.json``. ``tiny_metrics``: the metrics
+    are random-weight tiny models; the tables then show no published row and say so.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -206,11 +207,14 @@ def run_benchmark(protocol: Protocol, metrics: dict, out: str | Path, *, model=N
     if rank == 0:
         merged = merge_scores(out)
         result.summary = protocol.summary(merged)
-        write_tables(protocol, result.summary, out)
+        comparison = protocol.compare(metrics, tiny_metrics)
+        write_tables(protocol, result.summary, out, comparison)
         write_sample_grid(merged, root, out / "samples.png")
         (out / "summary.json").write_text(json.dumps({
-            "benchmark": protocol.name, "summary": result.summary,
+            "benchmark": protocol.name, "summary": result.summary, "tiny_metrics": tiny_metrics,
             "metrics": {category: metrics[category].describe() for category in sorted(metrics)},
+            "facts": comparison.facts, "cell_notes": comparison.cell_notes,
+            "paper_rows": list(comparison.paper_rows), "paper_rows_withheld": comparison.withheld,
             "scored_this_run": result.scored,
             "not_scored_this_run": result.not_scored, "skipped": result.skipped}, indent=2) + "\n", encoding="utf-8")
     if world > 1:

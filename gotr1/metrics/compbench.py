@@ -11,10 +11,11 @@ Each scores a batch ``score(prompts, images) -> float64 [N]`` in [0, 1], NaN whe
 metric nothing to score. Departures from the official scripts:
 
 - Models load through transformers: BLIP-VQA and CLIP are the same checkpoints; UniDet (Detectron2, a
-  closed label set, detections kept above confidence 0.5) is replaced by the open-vocabulary OWLv2 queried
-  with the prompt's two nouns, the best box per noun kept above ``threshold`` (0.1, OWLv2's usual cut; its
-  confidences run lower than UniDet's). Boxes are measured in the 479-pixel frame UniDet saw, where the
-  150-pixel threshold applies. UniDet's label-space mapping (girl, boy, man, woman -> person) is not needed.
+  closed label set, detections kept above confidence 0.5) is replaced by the open-vocabulary OWLv2, asked
+  only for the nouns UniDet's vocabulary holds (the official exact-label matching and person mapping), the
+  best box per label kept above ``threshold`` (0.1, OWLv2's usual cut; its confidences run lower than
+  UniDet's, an uncalibrated departure). Boxes are measured in the 479-pixel frame UniDet saw, where the
+  150-pixel threshold applies.
 - Prompt parsing uses spaCy's ``en_core_web_sm`` when installed, else the rule-based chunker of
   :mod:`gotr1.metrics.nouns` (install: ``pip install spacy && python -m spacy download en_core_web_sm``).
 - BLIP-VQA: a prompt with no noun phrase scores NaN (the official product over no question is 1);
@@ -38,7 +39,7 @@ import torch
 
 from gotr1.metrics.metric import Metric, check_batch, load_model, rgb_images
 from gotr1.metrics.nouns import chunker, complex_spatial_objects, noun_phrases, spatial_objects, without_adjectives
-from gotr1.metrics.spatial import official_frame, spatial_relation, spatial_rule
+from gotr1.metrics.spatial import official_frame, spatial_relation, spatial_rule, unidet_label
 from gotr1.metrics.three_in_one import complex_kind, three_in_one
 
 
@@ -122,10 +123,20 @@ class BlipVQAScore(Metric):
     def from_pretrained(cls, path_or_id: str = DEFAULT_ID, device="cpu", dtype=None, **kwargs) -> BlipVQAScore:
         from transformers import BlipForQuestionAnswering, BlipProcessor
 
-        return cls(*_load(cls.name, path_or_id, BlipForQuestionAnswering, BlipProcessor, device, dtype), **kwargs)
+        metric = cls(*_load(cls.name, path_or_id, BlipForQuestionAnswering, BlipProcessor, device, dtype), **kwargs)
+        metric.source = path_or_id
+        return metric
+
+    @property
+    def native_resolution(self) -> bool:
+        """Whether the checkpoint's position table is at the resolution it runs at (no resampling)."""
+        return self.model.config.vision_config.image_size == self.image_size
 
     def describe(self) -> str:
-        return f"{self.name} (noun phrases: {chunker()})"
+        vision = self.model.config.vision_config.image_size
+        table = "native" if self.native_resolution else f"resampled from the checkpoint's {vision} px"
+        return (f"{self.name} ({self.source or 'model given in memory'}; {self.image_size} px, position table "
+                f"{table}; noun phrases: {chunker()})")
 
     @torch.no_grad()
     def score(self, prompts: list[str], images) -> np.ndarray:
@@ -224,17 +235,32 @@ class SpatialScore(Metric):
     """2D-spatial relations: two detected objects placed by the official geometry rule (:mod:`gotr1.metrics.spatial`).
 
     The objects are the prompt's first and last noun (``complex=True``: the nouns around the relation,
-    :func:`gotr1.metrics.nouns.complex_spatial_objects`), each queried from OWLv2, whose best box above
-    ``threshold`` stands for it; the relation is the first official relation word in the prompt. A simple
-    prompt without a noun is NaN; a complex one without exactly two objects is 0, as officially.
+    :func:`gotr1.metrics.nouns.complex_spatial_objects`); the relation is the first official relation word in
+    the prompt. A simple prompt without a noun is NaN; a complex one without exactly two objects is 0, as
+    officially.
+
+    ``vocabulary="unidet"`` (the default) matches the nouns as the official script does: girl, boy, man and
+    woman become ``person``, and a noun that is not one of UniDet's label strings is never detected
+    (:func:`gotr1.metrics.spatial.unidet_label`), however plain it is in the image. OWLv2, standing in for
+    UniDet, is queried with the label; its best box above ``threshold`` stands for the object.
+    ``vocabulary="open"`` queries OWLv2 with every noun as written (not comparable with the paper's numbers;
+    a denser reward signal).
+
+    OWLv2's sigmoid confidences are not on UniDet's scale: they enter the official ``0.25 (c1 + c2)`` term and
+    meet the 0.5 cut as they are. ``threshold`` (0.1, OWLv2's usual cut) stands for UniDet's 0.5 detection
+    threshold; it was not calibrated against UniDet (no UniDet run here). See the README's evaluation section.
     """
 
     name = "spatial"
     DEFAULT_ID = "google/owlv2-base-patch16-ensemble"
+    VOCABULARIES = ("unidet", "open")
 
-    def __init__(self, model, processor, batch_size: int = 16, threshold: float = 0.1, complex: bool = False):
+    def __init__(self, model, processor, batch_size: int = 16, threshold: float = 0.1, complex: bool = False,
+                 vocabulary: str = "unidet"):
+        if vocabulary not in self.VOCABULARIES:
+            raise ValueError(f"vocabulary: expected one of {self.VOCABULARIES}, got {vocabulary!r}")
         self.model, self.processor, self.batch_size = model, processor, batch_size
-        self.threshold, self.complex = threshold, complex
+        self.threshold, self.complex, self.vocabulary = threshold, complex, vocabulary
 
     @classmethod
     def from_pretrained(cls, path_or_id: str = DEFAULT_ID, device="cpu", dtype=None, **kwargs) -> SpatialScore:
@@ -242,18 +268,33 @@ class SpatialScore(Metric):
 
         return cls(*_load(cls.name, path_or_id, Owlv2ForObjectDetection, Owlv2Processor, device, dtype), **kwargs)
 
+    def describe(self) -> str:
+        return (f"{self.name} (OWLv2 for UniDet, {self.vocabulary} vocabulary, threshold {self.threshold}; "
+                f"nouns: {chunker()})")
+
+    def query(self, noun: str) -> str | None:
+        """What the detector is asked for a prompt's noun; None when the official detector could never see it."""
+        return unidet_label(noun) if self.vocabulary == "unidet" else noun
+
     @torch.no_grad()
     def score(self, prompts: list[str], images) -> np.ndarray:
         images = rgb_images(images)
         check_batch(prompts, images)
         parse = complex_spatial_objects if self.complex else spatial_objects
         objects = [parse(prompt) for prompt in prompts]
+        queries = [None if pair is None else tuple(self.query(noun) for noun in pair) for pair in objects]
         scores = np.full(len(prompts), 0.0 if self.complex else np.nan)
-        rows = [i for i, pair in enumerate(objects) if pair is not None]
+        scores[[i for i, q in enumerate(queries) if q is not None]] = 0.0  # nothing detectable scores 0
+        rows = [i for i, q in enumerate(queries) if q is not None and q != (None, None)]
         for start in range(0, len(rows), self.batch_size):
             batch = rows[start:start + self.batch_size]
-            found = self.detect([images[i] for i in batch], [objects[i] for i in batch])
+            # an undetectable object still fills its query slot (every image asks two) and is dropped after
+            asked = [(q1 or q2, q2 or q1) for q1, q2 in (queries[i] for i in batch)]
+            found = self.detect([images[i] for i in batch], asked)
             for i, ((box1, conf1), (box2, conf2)) in zip(batch, found):
+                q1, q2 = queries[i]
+                box1, conf1 = (box1, conf1) if q1 is not None else (None, None)
+                box2, conf2 = (box2, conf2) if q2 is not None else (None, None)
                 scores[i] = spatial_rule(spatial_relation(prompts[i]), box1, conf1, box2, conf2)
         return scores
 
@@ -351,10 +392,13 @@ METRIC_FOR_CATEGORY = {
 }
 
 
-def load_metrics(categories, device="cpu", dtype=None, tiny: bool = False) -> dict[str, Metric]:
+def load_metrics(categories, device="cpu", dtype=None, tiny: bool = False,
+                 blip_model: str | None = None) -> dict[str, Metric]:
     """One metric per category, categories of one class sharing one object and 3-in-1 sharing their models.
 
     ``tiny=True`` builds random-weight models (:mod:`gotr1.metrics.tiny_models`) for tests and CPU smoke runs.
+    ``blip_model``: the BLIP-VQA checkpoint to load instead of :attr:`BlipVQAScore.DEFAULT_ID` (tiny or not),
+    e.g. the original 480-px checkpoint converted by :func:`gotr1.metrics.blip_convert.convert_blip`.
     """
     unknown = [c for c in categories if c not in METRIC_FOR_CATEGORY]
     if unknown:
@@ -363,18 +407,20 @@ def load_metrics(categories, device="cpu", dtype=None, tiny: bool = False) -> di
 
     def get(cls) -> Metric:
         if cls not in built:
-            built[cls] = _build(cls, get, device, dtype, tiny)
+            built[cls] = _build(cls, get, device, dtype, tiny, blip_model)
         return built[cls]
 
     return {category: get(METRIC_FOR_CATEGORY[category]) for category in categories}
 
 
-def _build(cls, get, device, dtype, tiny: bool) -> Metric:
+def _build(cls, get, device, dtype, tiny: bool, blip_model: str | None) -> Metric:
     if cls is ThreeInOneScore:
         clip, detector = get(CLIPScore), get(SpatialScore)
         return ThreeInOneScore(get(BlipVQAScore), CLIPScore(clip.model, clip.processor, clip.batch_size, complex=True),
                                SpatialScore(detector.model, detector.processor, detector.batch_size,
-                                            detector.threshold, complex=True))
+                                            detector.threshold, complex=True, vocabulary=detector.vocabulary))
+    if cls is BlipVQAScore and blip_model:
+        return BlipVQAScore.from_pretrained(blip_model, device=device, dtype=dtype)
     if not tiny:
         return cls.from_pretrained(device=device, dtype=dtype)
     from gotr1.metrics import tiny_models

@@ -9,11 +9,15 @@ with a 0.1 relative margin; the score is the mean over the six tags of each tag'
 
 Departures from the official evaluator:
 
-* The detector is transformers' port of Mask2Former (``facebook/mask2former-swin-small-coco-instance``), not the
-  mmdet checkpoint ``mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco``; its post-processing
-  (``post_process_instance_segmentation``) binarises the mask logits on a 384-px square then resizes them (mmdet
-  resizes logits to the image first), drops empty masks and rounds scores to 6 digits. Numbers may drift
-  slightly from the official evaluator's. Masks map exactly for square images (every generator here makes them).
+* The detector is transformers' port of Mask2Former (``facebook/mask2former-swin-small-coco-instance``): the
+  same architecture and COCO training recipe, but the original authors' Detectron2 training, not the mmdet
+  checkpoint ``mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco`` the official evaluator loads, so numbers may
+  differ by that (two trainings of one model, not one model twice). It runs at the official input scale: mmdet's
+  test pipeline resizes to (1333, 800) keeping the aspect ratio and pads to a multiple of 32, so a 384-px image
+  is seen at 800 px (:data:`OFFICIAL_SCALE`, set on the processor by :meth:`GenEvalScore.from_pretrained`), and
+  the instances come from mmdet's post-processing (:func:`official_instances`: mask logits resized to the
+  padded input, cropped, resized to the image, then binarised and scored), not transformers' (which works on a
+  384-px square). Resizing is PIL's bilinear, mmdet's is OpenCV's.
 * CLIP is transformers' ``openai/clip-vit-large-patch14`` (the same weights as open_clip's ``ViT-L-14`` /
   ``openai``), run without mixed precision.
 * A tag with no scored image leaves the overall score NaN (see :func:`summarize`).
@@ -46,9 +50,15 @@ from gotr1.metrics.geneval_rules import (
 from gotr1.metrics.metric import Metric, check_batch, load_model, rgb_images
 
 __all__ = ["TAGS", "GenEvalScore", "ClipColorClassifier", "load_metadata", "object_names", "summarize",
-           "tiny_mask2former", "detector_class_names", "masks_to_boxes"]
+           "tiny_mask2former", "detector_class_names", "masks_to_boxes", "official_instances"]
 
 _ASSETS = "assets/geneval"
+OFFICIAL_SCALE = {"shortest_edge": 800, "longest_edge": 1333}
+"""mmdet's ``Resize(img_scale=(1333, 800), keep_ratio=True)`` as a transformers processor size."""
+SIZE_DIVISOR = 32
+"""mmdet's ``Pad(size_divisor=32)``."""
+MAX_PER_IMAGE = 100
+"""mmdet's ``test_cfg.max_per_image``: the (query, class) pairs kept per image."""
 # COCO's spellings (the detector checkpoints' id2label) of the three classes GenEval names differently.
 COCO_SPELLINGS = {"mouse": "computer mouse", "remote": "tv remote", "keyboard": "computer keyboard"}
 
@@ -100,6 +110,53 @@ def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
         if xs.size and ys.size:
             boxes[k] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
     return boxes
+
+
+def official_instances(class_logits: torch.Tensor, mask_logits: torch.Tensor, input_size: tuple[int, int],
+                       resized_size: tuple[int, int], image_size: tuple[int, int], min_score: float = THRESHOLD,
+                       max_per_image: int = MAX_PER_IMAGE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's instances as mmdet's Mask2Former post-processing gives them (``MaskFormerFusionHead``).
+
+    The ``max_per_image`` best (query, class) pairs of the class softmax (the no-object class left out); each
+    pair's mask logits are resized (bilinear) to the padded input, cropped to the resized image, resized to
+    the image, and binarised at 0; its score is the class probability times the mean sigmoid over its mask.
+
+    Parameters
+    ----------
+    class_logits : torch.Tensor
+        ``[Q, C + 1]`` class logits of the queries (last: no object).
+    mask_logits : torch.Tensor
+        ``[Q, h, w]`` mask logits (a quarter of the input's size).
+    input_size, resized_size, image_size : tuple of int
+        ``(height, width)`` of the padded input, of the resized image inside it, and of the image.
+    min_score : float
+        Instances scoring at or below this are dropped. A score never exceeds its class probability, so pairs
+        at or under it are dropped before their masks are resized: the kept ones are exactly mmdet's.
+
+    Returns
+    -------
+    labels : np.ndarray
+        int64 ``[k]`` class ids.
+    scores : np.ndarray
+        float64 ``[k]``.
+    masks : np.ndarray
+        bool ``[k, H, W]`` at ``image_size``.
+    """
+    probabilities = torch.softmax(class_logits.float(), dim=-1)[:, :-1]
+    num_classes = probabilities.shape[1]
+    top, pairs = probabilities.flatten().topk(min(max_per_image, probabilities.numel()))
+    top, pairs = top[top > min_score], pairs[top > min_score]
+    if not len(pairs):
+        return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros((0, *image_size), dtype=bool)
+    masks = mask_logits[pairs // num_classes].float()[None]
+    masks = F.interpolate(masks, size=tuple(input_size), mode="bilinear", align_corners=False)
+    masks = masks[..., :resized_size[0], :resized_size[1]]
+    masks = F.interpolate(masks, size=tuple(image_size), mode="bilinear", align_corners=False)[0]
+    binary = masks > 0
+    mask_scores = (masks.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+    scores = (top * mask_scores).double()
+    kept = scores > min_score
+    return ((pairs % num_classes)[kept].cpu().numpy(), scores[kept].cpu().numpy(), binary[kept].cpu().numpy())
 
 
 def _model_device(model) -> tuple[torch.device, torch.dtype]:
@@ -193,7 +250,8 @@ class GenEvalScore(Metric):
 
         detector = load_model(cls.name, detector_id, lambda: Mask2FormerForUniversalSegmentation.from_pretrained(
             detector_id, dtype=dtype).to(device))
-        detector_processor = load_model(cls.name, detector_id, lambda: AutoImageProcessor.from_pretrained(detector_id))
+        detector_processor = load_model(cls.name, detector_id, lambda: AutoImageProcessor.from_pretrained(
+            detector_id, size=OFFICIAL_SCALE, size_divisor=SIZE_DIVISOR))
         clip = load_model(cls.name, clip_id, lambda: CLIPModel.from_pretrained(clip_id, dtype=dtype).to(device))
         clip_processor = load_model(cls.name, clip_id, lambda: CLIPProcessor.from_pretrained(clip_id))
         return cls(detector, detector_processor, clip, clip_processor)
@@ -228,27 +286,30 @@ class GenEvalScore(Metric):
 
     @torch.no_grad()
     def detect(self, images: list[np.ndarray]) -> list[dict[str, ClassDetections]]:
-        """The detector's instances (score of at least 0.3, the lower threshold) per GenEval class, per image."""
+        """The detector's instances (score above 0.3, the lower threshold) per GenEval class, per image.
+
+        The processor's size decides the input scale (the official 800 px from :meth:`from_pretrained`);
+        instances follow mmdet's post-processing (:func:`official_instances`) at each image's own size.
+        """
         if not images:
             return []
         device, dtype = _model_device(self.detector)
         inputs = self.detector_processor(images=images, return_tensors="pt")
-        outputs = self.detector(pixel_values=inputs["pixel_values"].to(device, dtype),
-                                pixel_mask=inputs["pixel_mask"].to(device))
-        results = self.detector_processor.post_process_instance_segmentation(
-            outputs, threshold=THRESHOLD, target_sizes=[image.shape[:2] for image in images], return_binary_maps=True)
-        return [self._by_class(result) for result in results]
+        pixels, valid = inputs["pixel_values"], inputs["pixel_mask"]
+        outputs = self.detector(pixel_values=pixels.to(device, dtype), pixel_mask=valid.to(device))
+        found = []
+        for i, image in enumerate(images):
+            resized = (int(valid[i].any(dim=1).sum()), int(valid[i].any(dim=0).sum()))
+            labels, scores, masks = official_instances(outputs.class_queries_logits[i], outputs.masks_queries_logits[i],
+                                                       tuple(pixels.shape[-2:]), resized, image.shape[:2])
+            found.append(self._by_class(labels, scores, masks))
+        return found
 
-    def _by_class(self, result: dict) -> dict[str, ClassDetections]:
-        segments = result["segments_info"]
-        if not segments:
-            return {}
-        masks = result["segmentation"].bool().cpu().numpy()
+    def _by_class(self, labels: np.ndarray, scores: np.ndarray, masks: np.ndarray) -> dict[str, ClassDetections]:
+        names = np.array([self.class_names[int(label)] for label in labels])
         boxes = masks_to_boxes(masks)
-        labels = np.array([self.class_names[s["label_id"]] for s in segments])
-        scores = np.array([s["score"] for s in segments], dtype=np.float64)
-        return {name: ClassDetections(boxes[labels == name], scores[labels == name], masks[labels == name])
-                for name in dict.fromkeys(labels.tolist())}
+        return {name: ClassDetections(boxes[names == name], scores[names == name], masks[names == name])
+                for name in dict.fromkeys(names.tolist())}
 
 
 # ------------------------------------------------------------------------------------------- tiny detector

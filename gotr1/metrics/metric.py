@@ -26,6 +26,8 @@ class Metric:
 
     name = "metric"
     """Short name written into ``scores.jsonl``."""
+    source: str | None = None
+    """The hub id or folder the model was loaded from (set by ``from_pretrained``), for ``summary.json``."""
 
     def score(self, prompts: list[str], images) -> np.ndarray:
         raise NotImplementedError

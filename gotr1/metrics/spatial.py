@@ -8,9 +8,18 @@ with ``position`` in [0, 1] from the boxes' centre offsets and IoU (:func:`relat
 not detected contributes nothing, so a missing object always scores 0. Boxes are ``(x1, y1, x2, y2)``
 pixels of the frame the official detector saw: the image resized to a shorter side of 479, longer side at
 most 480 (:func:`official_frame`), where the 150-pixel distance threshold applies.
+
+The official detector, UniDet, has a closed vocabulary: an object counts only when the prompt's noun *equals*
+one of its label strings (after girl, boy, man, woman -> person), else it is never detected
+(:func:`unidet_label`). The label list ships as ``assets/t2i_compbench/unidet_labels.json`` (see the
+folder's ``LICENSE.md`` for its source).
 """
 
 from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib.resources import files
 
 RELATIONS = (
     "on side of", "next to", "near", "on the left of", "on the right of", "on the bottom of", "on the top of",
@@ -23,6 +32,32 @@ MIN_SCORE = 0.5
 """Scores below this are set to 0."""
 
 _SHORT_SIDE, _MAX_SIDE = 479, 480  # transforms.Resize(size=479, max_size=480) before UniDet
+
+PERSON_WORDS = ("girl", "boy", "man", "woman")
+"""Nouns the official script renames to UniDet's ``person`` before matching."""
+
+
+@lru_cache(maxsize=1)
+def unidet_labels() -> frozenset[str]:
+    """UniDet's 722 label strings (677 distinct), exactly as the official script compares them.
+
+    Some hold commas ("table, desk") or a trailing space ("tissue "): such a label never equals a one-word
+    noun, so its objects are never found officially.
+    """
+    text = files("gotr1").joinpath("assets/t2i_compbench/unidet_labels.json").read_text(encoding="utf-8")
+    return frozenset(json.loads(text))
+
+
+def unidet_label(noun: str | None) -> str | None:
+    """The UniDet label a prompt's noun is matched to, or None when UniDet can never detect it.
+
+    "girl" -> "person", "cat" -> "cat", "wallet" -> None (not a UniDet label), None -> None. Matching is
+    exact and case-sensitive, as the official ``obj1 in obj`` test on the detected labels' strings.
+    """
+    if noun is None:
+        return None
+    label = "person" if noun in PERSON_WORDS else noun
+    return label if label in unidet_labels() else None
 
 
 def spatial_relation(prompt: str) -> str | None:
