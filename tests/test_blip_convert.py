@@ -1,5 +1,6 @@
 """gotr1.metrics.blip_convert: an original-BLIP-named VQA state dict becomes the same transformers model at 480 px."""
 
+import json
 import re
 
 import numpy as np
@@ -82,3 +83,25 @@ def test_a_checkpoint_of_another_model_is_refused_by_its_keys(original, tmp_path
         convert_blip(tmp_path / "notes.pth", tmp_path / "out", processor=folder / "processor")
     with pytest.raises(FileNotFoundError, match="no file"):
         convert_blip(tmp_path / "missing.pth", tmp_path / "out", processor=folder / "processor")
+
+
+def test_convert_blip_command_then_eval_prefers_the_converted_model(original, tmp_path, capsys):
+    from PIL import Image
+
+    from gotr1.cli import main
+
+    folder, _, _ = original
+    converted = tmp_path / "blip_vqa_480"
+    assert main(["eval", "convert-blip", str(folder / "model_base_vqa.pth"), str(converted),
+                 "--processor", str(folder / "processor")]) == 0
+    assert f"--blip-model {converted}" in capsys.readouterr().out
+    samples = tmp_path / "images" / "color" / "samples"
+    samples.mkdir(parents=True)
+    Image.new("RGB", (16, 16), (200, 20, 20)).save(samples / "a red cup_000000.png")
+    assert main(["eval", "--benchmark", "t2i-compbench", "--categories", "color", "--images", str(tmp_path / "images"),
+                 "--out", str(tmp_path / "out"), "--tiny-metrics", "--blip-model", str(converted), "--no-progress"]) == 0
+    ran = json.loads((tmp_path / "out" / "summary.json").read_text())["metrics"]["color"]
+    assert str(converted) in ran and "480 px, position table native" in ran
+    assert main(["eval", "--benchmark", "geneval", "--blip-model", str(converted), "--images", str(tmp_path),
+                 "--out", str(tmp_path / "geneval")]) == 2
+    assert "--blip-model: geneval has no BLIP-VQA metric" in capsys.readouterr().err

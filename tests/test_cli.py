@@ -46,6 +46,7 @@ def test_console_script_runs_and_rejects_bad_options(tmp_path):
 # demo, generate, eval, configs
 # ---------------------------------------------------------------------------------------------
 
+import csv
 import json
 
 import pytest
@@ -127,9 +128,10 @@ def test_eval_writes_a_table_with_every_category(tiny_checkpoint, tmp_path, monk
     args = ["eval", "--benchmark", "judge", "--model", str(tiny_checkpoint), "--judge", "tiny", "--out", str(out),
             "--limit", "2", "--max-chain-tokens", "8", "--no-progress"]
     assert main(args) == 0
-    header, values = (out / "table.csv").read_text().splitlines()
-    assert header.split(",") == ["model", "Color", "Shape", "Texture", "2D-Spatial", "Non-Spatial", "Complex"]
-    assert values.split(",") == ["this run"] + ["0.7000"] * 6
+    header, values = csv.reader((out / "table.csv").read_text().splitlines())
+    assert header[:7] == ["model", "Color", "Shape", "Texture", "2D-Spatial", "Non-Spatial", "Complex"]
+    assert values[:7] == ["this run"] + ["0.7000"] * 6
+    assert dict(zip(header, values))["prompt lists"].startswith("T2I-CompBench 2023-07")
     assert "| model | Color | Shape |" in (out / "table.md").read_text()
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and {r["category"] for r in rows} == {"color", "shape", "texture", "spatial", "non_spatial", "complex"}
@@ -143,7 +145,7 @@ def test_eval_against_a_dead_judge_scores_nothing_and_fails(tiny_checkpoint, tmp
             "--judge-timeout", "0.5", "--prompts", "color", "--out", str(out), "--limit", "2",
             "--max-chain-tokens", "8", "--no-progress"]
     assert main(args) == 1
-    assert (out / "table.csv").read_text().splitlines()[1] == "this run,nan"
+    assert (out / "table.csv").read_text().splitlines()[1].startswith("this run,nan,")
     assert all(json.loads(line)["score"] is None for line in (out / "scores.jsonl").read_text().splitlines())
     err = capsys.readouterr().err
     assert "2 of 2 images not scored" in err and "the judge metrics scored nothing" in err
@@ -269,7 +271,8 @@ def test_a_damaged_resume_checkpoint_is_refused_before_the_model_loads(tmp_path,
     ("geneval", "counting,colors", "00179/samples/0000.png"),
 ])
 def test_eval_benchmarks_run_end_to_end_and_rescore_their_folder(tiny_checkpoint, tmp_path, which, categories, layout):
-    """Official layout, tables beside the paper's rows; --images scores the folder again to the same table."""
+    """Official layout, tables (tiny metrics: never beside the paper's rows); --images scores the folder again to
+    the same table."""
     out = tmp_path / "run"
     common = ["eval", "--benchmark", which, "--categories", categories, "--tiny-metrics", "--no-progress"]
     assert main([*common, "--model", str(tiny_checkpoint), "--out", str(out), "--limit", "1",
@@ -278,11 +281,12 @@ def test_eval_benchmarks_run_end_to_end_and_rescore_their_folder(tiny_checkpoint
     if which == "geneval":
         assert json.loads((out / "00179" / "metadata.jsonl").read_text())["tag"] == "counting"
     rows = (out / "table.csv").read_text().splitlines()
-    assert rows[1].startswith("this run,") and len(rows) >= 2 and "(paper)" in rows[2]
+    assert rows[1].startswith("this run,") and len(rows) == 2, "no published row beside random-weight metrics"
+    assert (out / "table.md").read_text().startswith("tiny_metrics: true")
     assert main([*common, "--images", str(out), "--out", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "table.csv").read_text() == (out / "table.csv").read_text()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["benchmark"] == which and summary["skipped"] == []
+    assert summary["benchmark"] == which and summary["skipped"] == [] and summary["tiny_metrics"] is True
 
 
 def test_eval_refuses_unknown_categories_and_unloadable_metric_models(tmp_path, capsys):

@@ -15,6 +15,7 @@ from gotr1.metrics.geneval import (
     load_metadata,
     masks_to_boxes,
     object_names,
+    official_instances,
     summarize,
     tiny_mask2former,
 )
@@ -368,3 +369,47 @@ def test_from_pretrained_names_the_metric_and_the_id(tmp_path):
     missing = str(tmp_path / "no-detector")
     with pytest.raises(MetricLoadError, match=r"geneval: cannot load .*no-detector"):
         GenEvalScore.from_pretrained(detector_id=missing, clip_id=str(tmp_path / "no-clip"))
+
+
+# ---------------------------------------------------------------------------------------------- official scale
+
+
+def test_official_instances_follow_mmdets_post_processing():
+    # 3 queries, 2 classes + no-object. Query 0: class 1 at p = 0.8, its mask positive everywhere it is valid
+    # (the bottom quarter of the input is padding, negative); query 1: class 0 at p = 0.9 but an empty mask;
+    # query 2: p <= 0.3 for both classes (never kept).
+    probabilities = torch.tensor([[0.1, 0.8, 0.1], [0.9, 0.05, 0.05], [0.3, 0.3, 0.4]], dtype=torch.float64)
+    masks = torch.full((3, 4, 4), -2.0)
+    masks[0, :3] = 2.0
+    labels, scores, binary = official_instances(probabilities.log(), masks, input_size=(16, 16),
+                                                resized_size=(12, 16), image_size=(24, 32))
+    assert labels.tolist() == [1] and binary.shape == (1, 24, 32)
+    assert binary.all(), "the padded rows are cropped before the mask is resized to the image"
+    # score = class probability x the mean sigmoid over the mask; rows next to the padding interpolate lower
+    inside = torch.sigmoid(torch.tensor(2.0)).item()
+    assert 0.8 * torch.sigmoid(torch.tensor(0.5)).item() < scores[0] < 0.8 * inside
+    masks[0] = 2.0  # positive everywhere: the score is exact
+    _, scores, _ = official_instances(probabilities.log(), masks, (16, 16), (12, 16), (24, 32))
+    assert scores.tolist() == pytest.approx([0.8 * inside], abs=1e-6)
+    assert official_instances(probabilities.log(), masks, (16, 16), (12, 16), (24, 32), min_score=0.85)[0].size == 0
+
+
+def test_the_detector_sees_a_384_px_image_at_mmdets_800_px(tmp_path):
+    detector, processor = tiny_mask2former(seed=0)
+    with torch.no_grad():  # every query says "cow" with near certainty, so instances come back
+        detector.class_predictor.bias.fill_(-20.0)
+        detector.class_predictor.bias[detector.config.label2id["cow"]] = 20.0
+    processor.size = {"shortest_edge": 384, "longest_edge": 384}  # as the hub checkpoint's processor ships
+    detector.save_pretrained(tmp_path / "detector")
+    processor.save_pretrained(tmp_path / "detector")
+    clip, clip_processor = tiny_clip(seed=0)
+    clip.save_pretrained(tmp_path / "clip")
+    clip_processor.save_pretrained(tmp_path / "clip")
+    metric = GenEvalScore.from_pretrained(str(tmp_path / "detector"), str(tmp_path / "clip"))
+    seen = []
+    metric.detector.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["pixel_values"].shape),
+                                              with_kwargs=True)
+    image = np.random.default_rng(0).integers(0, 256, (384, 384, 3), dtype=np.uint8)
+    found = metric.detect([image])[0]
+    assert [tuple(shape) for shape in seen] == [(1, 3, 800, 800)]
+    assert list(found) == ["cow"] and found["cow"].masks.shape[1:] == (384, 384)

@@ -5,6 +5,8 @@
   also a ``--field-name`` option, ``--resume DIR`` to continue a killed run;
 - ``gotr1 generate --model PATH --prompt TEXT --out DIR``: chains, layout canvases and images;
 - ``gotr1 eval --model PATH --prompts FILE_OR_CATEGORIES --judge ... --out DIR``: a T2I-CompBench-style table;
+  ``gotr1 eval convert-blip ORIGINAL.pth OUT_DIR`` (the original 480-px BLIP VQA checkpoint for ``--blip-model``)
+  and ``gotr1 eval import-official DIR`` (the official scripts' results beside gotr1's);
 - ``gotr1 layout [CHAIN_TEXT_OR_FILE] --out layout.png``: the layout canvas of a chain (the picture the
   spatial reward shows the judge); without a chain, the example chain shipped with the package.
 
@@ -14,6 +16,7 @@ Errors name the bad option or config field and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from importlib import resources
 from pathlib import Path
@@ -177,7 +180,7 @@ def _eval_metrics(args, protocol, categories: list[str], device):
         rubric = JudgeRubricScore(build_judge(judge_settings))
         return {category: rubric for category in categories}
     return protocol.load_metrics(categories, device=args.metric_device or device, dtype=args.metric_dtype,
-                                 tiny=args.tiny_metrics)
+                                 tiny=args.tiny_metrics, blip_model=args.blip_model)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -187,7 +190,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from gotr1.rollout import Sampling
     from gotr1.train.distributed import join_process_group, leave_process_group, local_device
 
-    protocol = benchmark_protocol(args.benchmark)
+    protocol = benchmark_protocol(args.benchmark, args.prompt_revision)
+    if args.blip_model and protocol.name != "t2i-compbench":
+        raise ValueError(f"--blip-model: {protocol.name} has no BLIP-VQA metric, got {args.blip_model!r}")
     (sampling,) = _settings(args, Sampling)
     categories = [c.strip() for c in (args.categories or ",".join(protocol.categories)).split(",") if c.strip()]
     if protocol.name == "judge" and args.images is None:
@@ -207,7 +212,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     result = run_benchmark(protocol, metrics, args.out, model=model, processor=processor, images=args.images,
                            categories=categories, limit=args.limit, per_prompt=args.images_per_prompt,
                            batch_size=args.batch_size, score_batch_size=args.score_batch_size, sampling=sampling,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, tiny_metrics=args.tiny_metrics)
     leave_process_group()
     out = Path(args.out)
     if (out / "table.md").is_file():
@@ -223,6 +228,61 @@ def _cmd_eval(args: argparse.Namespace) -> int:
               + ("; check --judge-url and the server" if protocol.name == "judge" else ""), file=sys.stderr)
         return 1
     return 0
+
+
+def _cmd_convert_blip(args: argparse.Namespace) -> int:
+    from gotr1.metrics.blip_convert import convert_blip
+
+    out = convert_blip(args.original, args.out_dir, processor=args.processor)
+    print(f"wrote {out}: score with gotr1 eval --benchmark t2i-compbench --blip-model {out} ...")
+    return 0
+
+
+def _cmd_import_official(args: argparse.Namespace) -> int:
+    from gotr1.eval.official import compare_official, write_comparison
+    from gotr1.eval.protocols import protocol as benchmark_protocol
+    from gotr1.eval.runner import read_scores
+
+    run = Path(args.scores or args.official)
+    summary = run / "summary.json"
+    if not summary.is_file():
+        raise FileNotFoundError(f"--scores: no gotr1 evaluation in {run} (no summary.json); run gotr1 eval first")
+    protocol = benchmark_protocol(json.loads(summary.read_text(encoding="utf-8"))["benchmark"])
+    rows = compare_official(protocol, args.official, list(read_scores(run).values()))
+    print(write_comparison(protocol, rows, run), end="")
+    print(f"wrote {run}/official.md and official.json")
+    return 0
+
+
+EVAL_TOOLS = ("convert-blip", "import-official")
+"""``gotr1 eval`` actions besides running a benchmark, parsed by :func:`build_eval_tools_parser`."""
+
+
+def build_eval_tools_parser() -> argparse.ArgumentParser:
+    """``gotr1 eval convert-blip ...`` and ``gotr1 eval import-official ...`` (``gotr1 eval`` itself runs a benchmark)."""
+    parser = argparse.ArgumentParser(prog="gotr1 eval")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    convert = sub.add_parser("convert-blip", help="the original BLIP VQA checkpoint as a transformers model at 480 px",
+                             description="Convert Salesforce's original BLIP VQA .pth (model_base_vqa_capfilt_large.pth, "
+                                         "what T2I-CompBench loads) to a transformers folder with its 480-px position "
+                                         "table as it is; score with gotr1 eval --blip-model OUT_DIR.")
+    convert.add_argument("original", metavar="ORIGINAL.pth", help="the original checkpoint")
+    convert.add_argument("out_dir", metavar="OUT_DIR", help="folder to write")
+    convert.add_argument("--processor", default="Salesforce/blip-vqa-capfilt-large",
+                         help="a transformers BLIP processor (hub id or folder) for the tokenizer and image processing "
+                              "(default: Salesforce/blip-vqa-capfilt-large)")
+    convert.set_defaults(run=_cmd_convert_blip, command="eval convert-blip")
+    official = sub.add_parser("import-official", help="the official scripts' results beside gotr1's, per category",
+                              description="Read the official T2I-CompBench or GenEval scripts' output files for the "
+                                          "images of a gotr1 evaluation and write official.md / official.json: both "
+                                          "numbers per category, the difference, and a per-image comparison.")
+    official.add_argument("official", metavar="DIR",
+                          help="T2I-CompBench: the image folder the official scripts ran on (their annotation folders "
+                               "inside each category folder); GenEval: results.jsonl or the folder holding it")
+    official.add_argument("--scores", metavar="EVAL_DIR", default=None,
+                          help="the gotr1 eval --out folder of the same images (default: DIR)")
+    official.set_defaults(run=_cmd_import_official, command="eval import-official")
+    return parser
 
 
 def _reward_entries(text: str):
@@ -325,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Generate each benchmark's images (its protocol and official file layout), score "
                                     "them with its own metrics, and write table.md / table.csv beside the paper's "
                                     "rows, scores.jsonl and samples.png. Both phases resume; under torchrun the "
-                                    "prompts are sharded over the ranks.")
+                                    "prompts are sharded over the ranks. Also: gotr1 eval convert-blip ORIGINAL.pth "
+                                    "OUT_DIR and gotr1 eval import-official DIR (see their --help).")
     ev.add_argument("--benchmark", choices=("t2i-compbench", "geneval", "judge"), default="t2i-compbench",
                     help="t2i-compbench (BLIP-VQA, CLIPScore, detector spatial, 3-in-1), geneval (Mask2Former + "
                          "CLIP), or judge (the MLLM judge's prompt-image rubric) (default: t2i-compbench)")
@@ -345,7 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--metric-device", default=None, help="device of the metric models (default: the policy's)")
     ev.add_argument("--metric-dtype", default=None, help="dtype of the metric models (default: float32)")
     ev.add_argument("--tiny-metrics", action="store_true",
-                    help="random-weight tiny metric models (smoke tests offline; the numbers mean nothing)")
+                    help="random-weight tiny metric models (smoke tests offline; the numbers mean nothing, and no "
+                         "published row is printed beside them)")
+    from gotr1.prompt_sets import COMPBENCH_REVISIONS, DEFAULT_COMPBENCH_REVISION
+
+    ev.add_argument("--prompt-revision", choices=tuple(COMPBENCH_REVISIONS), default=None,
+                    help=f"T2I-CompBench prompt lists (default: {DEFAULT_COMPBENCH_REVISION}, the lists GoT-R1 "
+                         "evaluated; 2025-09 changes 5 colour prompts)")
+    ev.add_argument("--blip-model", metavar="PATH", default=None,
+                    help="BLIP-VQA checkpoint for t2i-compbench, e.g. the original 480-px one converted by gotr1 eval "
+                         "convert-blip (default: Salesforce/blip-vqa-capfilt-large, a 384-px conversion)")
     ev.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_config_options(ev, JudgeSettings, "judge (--benchmark judge)")
     _add_sampling_options(ev)
@@ -400,7 +470,10 @@ def main(argv: list[str] | None = None) -> int:
         from gotr1.kernels.tune import main as tune
 
         return tune(argv[1:])
-    args = build_parser().parse_args(argv)
+    if argv[:1] == ["eval"] and argv[1:2] and argv[1] in EVAL_TOOLS:  # actions beside gotr1 eval's own options
+        args = build_eval_tools_parser().parse_args(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except (ValueError, TypeError, OSError) as err:
