@@ -268,9 +268,11 @@ def build_eval_tools_parser() -> argparse.ArgumentParser:
                                          "table as it is; score with gotr1 eval --blip-model OUT_DIR.")
     convert.add_argument("original", metavar="ORIGINAL.pth", help="the original checkpoint")
     convert.add_argument("out_dir", metavar="OUT_DIR", help="folder to write")
-    convert.add_argument("--processor", default="Salesforce/blip-vqa-capfilt-large",
+    from gotr1.metrics.compbench import BlipVQAScore
+
+    convert.add_argument("--processor", default=BlipVQAScore.DEFAULT_ID,
                          help="a transformers BLIP processor (hub id or folder) for the tokenizer and image processing "
-                              "(default: Salesforce/blip-vqa-capfilt-large)")
+                              f"(default: {BlipVQAScore.DEFAULT_ID})")
     convert.set_defaults(run=_cmd_convert_blip, command="eval convert-blip")
     official = sub.add_parser("import-official", help="the official scripts' results beside gotr1's, per category",
                               description="Read the official T2I-CompBench or GenEval scripts' output files for the "

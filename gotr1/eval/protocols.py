@@ -131,9 +131,8 @@ class Protocol:
     def compare(self, metrics: dict, tiny_metrics: bool = False) -> Comparison:
         """What the table of a run scored by ``metrics`` (category -> metric) says beside its numbers."""
         withheld = TINY_METRICS if tiny_metrics else self.withheld(metrics)
-        facts = {**self.facts(metrics), **({"metrics": TINY_METRICS} if tiny_metrics else {})}
         return Comparison({} if withheld else dict(self.paper_rows), withheld if self.paper_rows else None,
-                          self.cell_notes(metrics), facts, tiny_metrics)
+                          self.cell_notes(metrics), self.facts(metrics), tiny_metrics)
 
     def withheld(self, metrics: dict) -> str | None:
         """Why the published rows may not stand beside a run scored by ``metrics``; None when they may."""

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from gotr1.metrics.compbench import BlipVQAScore
 from gotr1.metrics.metric import load_model
 
 HEAD_WIDTH = 64
@@ -117,8 +118,7 @@ def blip_config(state: dict[str, torch.Tensor], tokenizer):
     return BlipConfig(text_config=text, vision_config=vision)
 
 
-def convert_blip(original: str | Path, out_dir: str | Path, processor: str | Path = "Salesforce/blip-vqa-capfilt-large"
-                 ) -> Path:
+def convert_blip(original: str | Path, out_dir: str | Path, processor: str | Path = BlipVQAScore.DEFAULT_ID) -> Path:
     """Write the original BLIP VQA checkpoint ``original`` to ``out_dir`` as a transformers model and processor.
 
     Parameters
