@@ -99,7 +99,8 @@ def test_convert_blip_command_then_eval_prefers_the_converted_model(original, tm
     samples.mkdir(parents=True)
     Image.new("RGB", (16, 16), (200, 20, 20)).save(samples / "a red cup_000000.png")
     assert main(["eval", "--benchmark", "t2i-compbench", "--categories", "color", "--images", str(tmp_path / "images"),
-                 "--out", str(tmp_path / "out"), "--tiny-metrics", "--blip-model", str(converted), "--no-progress"]) == 0
+                 "--out", str(tmp_path / "out"), "--tiny-metrics", "--blip-model", str(converted),
+                 "--no-progress"]) == 0
     ran = json.loads((tmp_path / "out" / "summary.json").read_text())["metrics"]["color"]
     assert str(converted) in ran and "480 px, position table native" in ran
     assert main(["eval", "--benchmark", "geneval", "--blip-model", str(converted), "--images", str(tmp_path),

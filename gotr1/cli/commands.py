@@ -259,13 +259,13 @@ EVAL_TOOLS = ("convert-blip", "import-official")
 
 
 def build_eval_tools_parser() -> argparse.ArgumentParser:
-    """``gotr1 eval convert-blip ...`` and ``gotr1 eval import-official ...`` (``gotr1 eval`` itself runs a benchmark)."""
+    """``gotr1 eval convert-blip ...`` and ``gotr1 eval import-official ...`` (``gotr1 eval`` runs a benchmark)."""
     parser = argparse.ArgumentParser(prog="gotr1 eval")
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     convert = sub.add_parser("convert-blip", help="the original BLIP VQA checkpoint as a transformers model at 480 px",
-                             description="Convert Salesforce's original BLIP VQA .pth (model_base_vqa_capfilt_large.pth, "
-                                         "what T2I-CompBench loads) to a transformers folder with its 480-px position "
-                                         "table as it is; score with gotr1 eval --blip-model OUT_DIR.")
+                             description="Convert Salesforce's original BLIP VQA .pth (model_base_vqa_capfilt_large"
+                                         ".pth, what T2I-CompBench loads) to a transformers folder with its 480-px "
+                                         "position table as it is; score with gotr1 eval --blip-model OUT_DIR.")
     convert.add_argument("original", metavar="ORIGINAL.pth", help="the original checkpoint")
     convert.add_argument("out_dir", metavar="OUT_DIR", help="folder to write")
     from gotr1.metrics.compbench import BlipVQAScore

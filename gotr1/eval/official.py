@@ -10,11 +10,11 @@ Where the official scripts leave their results (T2I-CompBench: in each category 
 
 | category | file | image key |
 |---|---|---|
-| color, shape, texture | ``annotation_blip/vqa_result.json`` (BLIPvqa_eval/BLIP_vqa.py) | position among the images sorted by number |
-| spatial | ``labels/annotation_obj_detection_2d/vqa_result.json`` (UniDet_eval/2D_spatial_eval.py) | the image's number |
-| non_spatial | ``annotation_clip/vqa_result.json`` (CLIPScore_eval/CLIP_similarity.py) | position among the images sorted by number |
-| complex | ``annotation_3_in_1/vqa_result.json`` (3_in_1_eval/3_in_1.py) | the image's number (10 per prompt, in list order) |
-| GenEval tags | ``results.jsonl`` (one record per image: ``filename``, ``tag``, ``correct``) | the image's path |
+| color, shape, texture | ``annotation_blip/vqa_result.json`` (``BLIP_vqa.py``) | position in number order |
+| spatial | ``labels/annotation_obj_detection_2d/vqa_result.json`` (``2D_spatial_eval.py``) | the image's number |
+| non_spatial | ``annotation_clip/vqa_result.json`` (``CLIP_similarity.py``) | position in number order |
+| complex | ``annotation_3_in_1/vqa_result.json`` (``3_in_1.py``) | the image's number (10 a prompt, list order) |
+| GenEval tags | ``results.jsonl`` (a record per image: ``filename``, ``tag``, ``correct``) | the image's path |
 
 An official category score is the mean of its file's answers, as the official scripts print it.
 """
@@ -61,7 +61,8 @@ def read_compbench(folder: Path, category: str) -> dict[int, float] | None:
     answers = {int(row["question_id"]): float(row["answer"]) for row in _read_json(file)}
     if category in NUMBERED_BY_NAME:
         return answers
-    numbers = sorted(n for p in (folder / category / "samples").glob("*.png") if (n := _image_number(p.name)) is not None)
+    names = (path.name for path in (folder / category / "samples").glob("*.png"))
+    numbers = sorted(n for n in map(_image_number, names) if n is not None)
     return {numbers[q] if q < len(numbers) else q: value for q, value in answers.items()}
 
 
