@@ -107,6 +107,15 @@ def test_tiny_reward_models_build_from_a_spec_and_score():
         build_composed_reward(parse_reward_spec(preset="got-r1-arxiv"))
 
 
+def test_the_spatial_reward_asks_its_detector_for_every_noun():
+    """UniDet's closed vocabulary belongs to the benchmark: as a reward it would score "a wallet left of a
+    cow" 0 whatever the image shows."""
+    from gotr1.rewards.compose import ModelEntry, load_reward_model
+
+    detector = load_reward_model(ModelEntry("spatial"), tiny=True)
+    assert detector.vocabulary == "open" and detector.query("wallet") == "wallet"
+
+
 def test_a_grpo_step_with_judge_and_reward_model_logs_every_component(tmp_path):
     scores = np.linspace(0.1, 0.9, 6)
     # R_spa and R_RI read the chain's boxes, which a random policy rarely writes: left out of this test.

@@ -207,11 +207,16 @@ def load_reward_model(entry: ModelEntry, tiny: bool = False):
         return GenEvalScore(*tiny_mask2former(), *tiny_clip()) if tiny else GenEvalScore.from_pretrained(device=device)
     from gotr1.metrics.compbench import BlipVQAScore, SpatialScore, load_metrics
 
-    category = {"blip_vqa": "color", "spatial": "spatial"}[entry.name]
+    if entry.name == "blip_vqa":
+        if tiny:
+            return load_metrics(["color"], tiny=True)["color"]
+        return BlipVQAScore.from_pretrained(entry.model, device=device) if entry.model else BlipVQAScore.from_pretrained(device=device)
+    # As a reward the detector is asked for every noun: UniDet's closed vocabulary (the benchmark's) would
+    # score every prompt with another noun 0 whatever the image shows, a signal that carries nothing.
     if tiny:
-        return load_metrics([category], tiny=True)[category]
-    cls = BlipVQAScore if entry.name == "blip_vqa" else SpatialScore
-    return cls.from_pretrained(entry.model, device=device) if entry.model else cls.from_pretrained(device=device)
+        detector = load_metrics(["spatial"], tiny=True)["spatial"]
+        return SpatialScore(detector.model, detector.processor, detector.batch_size, detector.threshold, vocabulary="open")
+    return SpatialScore.from_pretrained(entry.model or SpatialScore.DEFAULT_ID, device=device, vocabulary="open")
 
 
 def build_composed_reward(spec: RewardSpec, judge_factory=None, tiny: bool = False) -> ComposedReward:
