@@ -5,6 +5,7 @@ network or the server scores 0, is counted, and returns within the client's docu
 import base64
 import http.client
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -328,3 +329,170 @@ def test_validation_names_the_argument():
         RewardServer({})
     with pytest.raises(TypeError, match="rewards\\['x'\\]"):
         RewardServer({"x": object()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoded pixels: bounded per request and in flight
+# ---------------------------------------------------------------------------------------------
+
+
+def _decodes(monkeypatch, server=None) -> list[int]:
+    """Record each image decode (its pixels); with ``server``, check the decode happens under the budget."""
+    from gotr1.rewards.score_requests import EncodedImage
+
+    decoded, real = [], EncodedImage.decode
+
+    def counting(self):
+        if server is not None:
+            assert server.budget.held >= self.pixels, "an image decoded outside the pixel budget"
+        decoded.append(self.pixels)
+        return real(self)
+
+    monkeypatch.setattr(EncodedImage, "decode", counting)
+    return decoded
+
+
+def test_images_over_the_pixel_budget_answer_413_naming_it_without_being_decoded(monkeypatch):
+    from gotr1.rewards.score_requests import MAX_PIXELS
+
+    decoded = _decodes(monkeypatch)
+    huge = png_base64(np.zeros((4096, 4096, 3), np.uint8))  # ~50 kB of PNG, 16.7 M pixels once decoded
+    model = Brightness()
+    with RewardServer({"brightness": model}) as server:
+        status, answer = post(server.url, score_body(prompts=["a"] * 24, images=[huge] * 24))
+        assert status == 413, answer
+        assert f"402653184 pixels, over this server's budget of {MAX_PIXELS} decoded pixels per request" in \
+            answer["error"]
+        assert decoded == [] and model.batch_sizes == []
+        reward = client(server.url, "brightness", timeout=60.0)
+        np.testing.assert_array_equal(reward(["a", "b"], [gray(0), gray(255)]), [0.0, 1.0])  # the server goes on
+        white = np.full((4096, 4096, 3), 255, np.uint8)
+        np.testing.assert_array_equal(reward(["a"] * 2, [white] * 2), [1.0, 1.0])  # two fit the default budget
+    assert len(decoded) == 4
+
+
+def test_decoded_pixels_in_flight_stay_within_the_budget_across_requests(monkeypatch):
+    side, budget = 32, 3 * 32 * 32  # each request fits; two at once do not
+    model = Brightness()
+    with RewardServer({"brightness": model}, max_batch=8, max_wait=0.05, max_pixels=budget) as server:
+        decoded = _decodes(monkeypatch, server)
+        results, errors = {}, []
+
+        def ask(t):
+            try:
+                values = [(7 * t + k) % 256 for k in range(3)]
+                results[t] = (values, RemoteReward(server.url, "brightness", timeout=30.0)(
+                    [f"r{t}"] * 3, [gray(v, (side, side)) for v in values]))
+            except Exception as err:  # surfaced below with the thread's number
+                errors.append((t, err))
+
+        threads = [threading.Thread(target=ask, args=(t,)) for t in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60.0)
+        status, answer = post(server.url, score_body(prompts=["a"] * 4, images=[png_base64(gray(1, (side, side)))] * 4))
+    assert errors == []
+    for t, (values, scores) in results.items():
+        np.testing.assert_array_equal(scores, np.array(values) / 255, err_msg=f"request {t}")
+    assert len(decoded) == 36 and server.budget.peak == budget and server.budget.held == 0
+    assert max(model.batch_sizes) == 3, model.batch_sizes  # one request's pixels per batch: the budget's share
+    assert status == 413 and f"budget of {budget} decoded pixels" in answer["error"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The API key
+# ---------------------------------------------------------------------------------------------
+
+KEY = "s3cret-key-0123"
+
+
+def _get_health(url: str, key: str | None) -> tuple[int, dict, str | None]:
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=5.0)
+    try:
+        connection.request("GET", "/health", headers={"Authorization": f"Bearer {key}"} if key else {})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read()), response.getheader("WWW-Authenticate")
+    finally:
+        connection.close()
+
+
+def test_a_server_with_an_api_key_answers_401_without_it_and_never_logs_it(monkeypatch, caplog):
+    from gotr1.rewards.remote import API_KEY_ENV
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    with RewardServer({"brightness": Brightness()}, api_key=KEY) as server:
+        for key in (None, "wrong", KEY[:-1]):
+            status, answer, challenge = _get_health(server.url, key)
+            assert status == 401 and "Authorization: Bearer <key>" in answer["error"] and challenge == "Bearer"
+        assert _get_health(server.url, KEY)[:2] == (200, {"rewards": ["brightness"]})
+        assert post(server.url, score_body())[0] == 401
+
+        anonymous = client(server.url, "brightness")
+        with pytest.raises(RewardUnavailableError, match="needs an API key and none was given"):
+            anonymous.check()
+        hits = server.budget.peak
+        np.testing.assert_array_equal(anonymous(["a"], [gray(9)]), [0.0])
+        assert "not retried: HTTP 401" in anonymous.last_error and server.budget.peak == hits
+        with pytest.raises(RewardUnavailableError, match="refused the API key given"):
+            client(server.url, "brightness", api_key="wrong").check()
+
+        keyed = client(server.url, "brightness", api_key=KEY)
+        keyed.check()
+        np.testing.assert_array_equal(keyed(["a"], [gray(51)]), [0.2])
+        monkeypatch.setenv(API_KEY_ENV, KEY)  # the environment variable, for the client too
+        np.testing.assert_array_equal(client(server.url, "brightness")(["a"], [gray(51)]), [0.2])
+        assert KEY not in server.describe() and KEY not in keyed.describe() and "API key required" in server.describe()
+    assert KEY not in caplog.text
+
+
+def test_a_server_beyond_loopback_needs_a_key_or_insecure():
+    with pytest.raises(ValueError, match=r"host='0.0.0.0' reaches beyond this machine.*--api-key.*--insecure"):
+        RewardServer({"brightness": Brightness()}, host="0.0.0.0")
+    for options in ({"api_key": KEY}, {"insecure": True}):
+        RewardServer({"brightness": Brightness()}, host="0.0.0.0", **options).close()
+    for host in ("127.0.0.1", "localhost", "::1"):
+        try:
+            RewardServer({"brightness": Brightness()}, host=host).close()
+        except OSError as err:  # no IPv6 here: the point is that the key check let it through
+            assert host == "::1", err
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiny reward models: answers that tell requests apart
+# ---------------------------------------------------------------------------------------------
+
+
+def test_200_concurrent_requests_each_get_their_own_tiny_scores_in_order():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gotr1.metrics.preference import tiny
+    from gotr1.metrics.tiny_models import _corpus
+
+    models = {"clipscore": tiny("clipscore"), "pickscore": tiny("pickscore")}
+    rng = np.random.default_rng(0)
+    corpus = _corpus()
+    requests = [(name, [corpus[(7 * i + k) % 500] for k in range(2)],
+                 list(rng.integers(0, 256, (2, 24, 24, 3), dtype=np.uint8)))
+                for i, name in enumerate(["clipscore", "pickscore"] * 100)]
+    expected = [None] * len(requests)
+    for name, model in models.items():  # each model's references in one call: 2 scores per request
+        mine = [i for i, r in enumerate(requests) if r[0] == name]
+        scores = model.score([p for i in mine for p in requests[i][1]], [im for i in mine for im in requests[i][2]])
+        for k, i in enumerate(mine):
+            expected[i] = scores[2 * k : 2 * k + 2]
+    every = np.concatenate(expected)
+    assert np.mean((every > 0) & (every < 1)) > 0.9 and np.std(every) > 0.05, "scores inside the ranges, spread"
+
+    with RewardServer(models, max_batch=32, max_wait=0.01) as server:
+        clients = {name: RemoteReward(server.url, name, timeout=60.0) for name in models}
+        with ThreadPoolExecutor(16) as pool:  # 16 connections at a time, 200 requests
+            answers = list(pool.map(lambda r: clients[r[0]](r[1], r[2]), requests))
+    assert all(c.failures == 0 for c in clients.values())
+    told_apart = 0
+    for i, (answer, own) in enumerate(zip(answers, expected)):
+        # Batched with other requests the model's float sums may round differently: 1e-5 is far below the gaps.
+        np.testing.assert_allclose(answer, own, atol=1e-5, err_msg=f"request {i}")
+        told_apart += min(np.abs(answer - other).max() for j, other in enumerate(expected) if j != i) > 1e-4
+    assert told_apart >= 190, f"only {told_apart} of 200 answers differ from every other request's"

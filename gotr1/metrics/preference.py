@@ -276,13 +276,16 @@ def tiny(name: str, seed: int = 0) -> PreferenceMetric:
     """A preference metric of :data:`PREFERENCE_MODELS` on a random-weight tiny CLIP (scores are noise).
 
     PickScore and CLIPScore get :func:`gotr1.metrics.tiny_models.tiny_clip`'s model and processor; HPS
-    gets the same model behind :class:`OpenCLIPStandIn`, with :func:`longest_side_pad` at its image size.
+    gets the same model behind :class:`OpenCLIPStandIn`, with :func:`longest_side_pad` at its image size. The
+    model is shifted by :func:`~gotr1.metrics.tiny_models.centre_similarities`, so the scores fall inside each
+    reward's range and differ per image and prompt (unshifted, random weights score every image 0).
     """
     if name not in PREFERENCE_MODELS:
         raise ValueError(f"name: unknown preference model {name!r} (known: {', '.join(PREFERENCE_MODELS)})")
-    from gotr1.metrics.tiny_models import tiny_clip
+    from gotr1.metrics.tiny_models import centre_similarities, tiny_clip
 
     model, processor = tiny_clip(seed=seed)
+    centre_similarities(model, processor)
     if name != "hps":
         return PREFERENCE_MODELS[name](model, processor)
     stand_in = OpenCLIPStandIn(model, processor.tokenizer, model.config.text_config.max_position_embeddings)

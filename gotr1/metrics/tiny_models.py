@@ -4,16 +4,19 @@ Each builder returns ``(model, processor)`` ready for a metric class of :mod:`go
 GenEval's): the architecture of the real evaluator at a tiny width, its processor, and a tokenizer trained
 here on the shipped T2I-CompBench prompts, so no weights or vocabularies are downloaded. Scores from these
 models are noise; the builders exist so every metric runs end to end on a CPU in seconds. Weights depend
-only on ``seed``; the global RNG is left untouched.
+only on ``seed``; the global RNG is left untouched. :func:`centre_similarities` shifts a tiny CLIP so that
+the preference rewards built on it answer inside their ranges, different for every image and prompt.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from importlib.resources import files
 
 import torch
+import torch.nn.functional as F
 
 _BENCH = "assets/t2i_compbench"
 # Words the evaluators ask about beyond the prompts: the VQA answers, GenEval's colours and counts.
@@ -105,6 +108,56 @@ def tiny_clip(seed: int = 0, image_size: int = 32, width: int = 32, layers: int 
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
     return model, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def centre_similarities(model, processor, cosine: float = 0.22, spread: float = 0.025, seed: int = 0):
+    """Shift a random-weight ``CLIPModel`` (in place) so image-text cosines centre on ``cosine`` with standard
+    deviation about ``spread``; returns ``model``.
+
+    Random weights put the cosines around 0, and the preference rewards map everything below their ranges'
+    floors (PickScore raw 16, CLIPScore cosine 0, HPS cosine 0.1) to 0: every image would score exactly 0, and a
+    test could not tell one answer from another. Here the features of 16 seeded images and 16 corpus prompts
+    are measured once; each tower's final layer-norm bias then removes that tower's mean feature and adds a
+    shared direction (at angle ``arccos(cosine)`` between the towers) whose length is solved by bisection
+    for ``spread``. What depends on the image and the prompt is kept, only centred and scaled against it.
+    ``logit_scale`` becomes ``21 / cosine``, so PickScore's raw score centres on 21, the middle of its range.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    size = model.config.vision_config.image_size
+    images = list((torch.rand(16, size, size, 3, generator=generator) * 255).to(torch.uint8).numpy())
+    corpus = _corpus()
+    prompts = corpus[:: max(1, len(corpus) // 16)][:16]
+    with torch.no_grad():
+        pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        text = processor.tokenizer(prompts, padding=True, return_tensors="pt")
+        image_features = model.get_image_features(pixel_values=pixels).pooler_output.double()
+        text_features = model.get_text_features(**text).pooler_output.double()
+        image_mean, text_mean = image_features.mean(0), text_features.mean(0)
+        image_features, text_features = image_features - image_mean, text_features - text_mean
+        image_power, text_power = image_features.pow(2).sum(1).mean(), text_features.pow(2).sum(1).mean()
+        u, w = torch.linalg.qr(torch.randn(image_features.shape[1], 2, generator=generator, dtype=torch.float64))[0].T
+
+        def shifts(length: float):
+            # The angle between the shifts, widened for the features' own power so the mean stays ``cosine``.
+            angle = min(1.0, cosine * float(((length**2 + image_power) * (length**2 + text_power)).sqrt()) / length**2)
+            return length * u, length * (angle * u + (1 - angle**2) ** 0.5 * w)
+
+        def std(length: float) -> float:
+            to_image, to_text = shifts(length)
+            return F.cosine_similarity(image_features[:, None] + to_image, text_features[None] + to_text, dim=-1).std()
+
+        low, high = 1e-3, 1.0
+        while std(high) > spread:
+            high *= 2
+        for _ in range(50):
+            low, high = ((low + high) / 2, high) if std((low + high) / 2) > spread else (low, (low + high) / 2)
+        to_image, to_text = shifts(high)
+        vision_bias = torch.linalg.pinv(model.visual_projection.weight.double()) @ (to_image - image_mean)
+        text_bias = torch.linalg.pinv(model.text_projection.weight.double()) @ (to_text - text_mean)
+        model.vision_model.post_layernorm.bias.add_(vision_bias.float())
+        model.text_model.final_layer_norm.bias.add_(text_bias.float())
+        model.logit_scale.fill_(math.log(21.0 / cosine))
+    return model
 
 
 # ---------------------------------------------------------------------------------------------- BLIP

@@ -13,7 +13,8 @@ A reward spec is a mapping (a YAML ``reward:`` block, or ``--reward '{...}'``)::
 Model entries: ``hps``, ``pickscore``, ``clipscore`` (:mod:`gotr1.metrics.preference`), ``blip_vqa``,
 ``spatial`` (:mod:`gotr1.metrics.compbench`), ``geneval`` (:mod:`gotr1.metrics.geneval`); each takes
 ``weight``, ``device``, ``model`` (a hub id or folder instead of the default), ``url`` (score on a reward
-server instead of in process) and ``monitor``. Presets (``reward_preset``):
+server instead of in process), ``api_key`` (that server's key; default ``$GOTR1_REWARD_API_KEY``) and
+``monitor``. Presets (``reward_preset``):
 
 * ``got-r1``: the published GoT-R1, ``R = R_PI * (R_sem + R_spa) / 2 * R_RI * R_HPS``;
 * ``got-r1-arxiv``: the arXiv version, the same product without R_HPS;
@@ -37,7 +38,7 @@ from gotr1.rewards.policy_reward import JudgeReward, JudgeUnavailableError, Poli
 
 JUDGE_COMPONENTS = ("sem", "spa", "ri", "pi")
 MODEL_REWARDS = ("hps", "pickscore", "clipscore", "blip_vqa", "spatial", "geneval")
-ENTRY_FIELDS = ("weight", "device", "model", "url", "monitor")
+ENTRY_FIELDS = ("weight", "device", "model", "url", "monitor", "api_key")
 
 PRESETS = {
     "got-r1": {"judge": True, "hps": {}, "combine": "product"},
@@ -57,6 +58,7 @@ class ModelEntry:
     model: str | None = None
     url: str | None = None
     monitor: bool = False
+    api_key: str | None = field(default=None, repr=False)  # never printed
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def _entry(name: str, value, weights: dict) -> ModelEntry:
     if not np.isfinite(weight) or weight < 0:
         raise _bad(f"{name}.weight", f"must be a finite number >= 0, got {weight}")
     return ModelEntry(name, weight, value.get("device"), value.get("model"), value.get("url"),
-                      bool(value.get("monitor", False)))
+                      bool(value.get("monitor", False)), value.get("api_key"))
 
 
 def parse_reward_spec(value: dict | None = None, preset: str | None = None) -> RewardSpec:
@@ -191,7 +193,7 @@ def load_reward_model(entry: ModelEntry, tiny: bool = False):
     if entry.url:
         from gotr1.rewards.remote import RemoteReward
 
-        return RemoteReward(entry.url, entry.name)
+        return RemoteReward(entry.url, entry.name, api_key=entry.api_key)
     device = entry.device or "cpu"
     if entry.name in ("hps", "pickscore", "clipscore"):
         from gotr1.metrics import preference

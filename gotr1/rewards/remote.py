@@ -14,6 +14,10 @@ still fails scores 0 for each of its images (never NaN, never a good score) and 
 row, calls fail fast without touching the network for ``breaker_cooldown`` seconds (a circuit breaker),
 then one request probes the server again. One call therefore returns within :attr:`RemoteReward.max_seconds`,
 ``(max_retries + 1) * timeout + backoff * (2**max_retries - 1)``, plus the time to encode its images.
+
+A server started with an API key answers 401 without it: ``api_key`` (else ``$GOTR1_REWARD_API_KEY``) is sent
+as ``Authorization: Bearer <key>`` with every request, and :meth:`RemoteReward.check` says when it is missing or
+refused. The key is never logged nor shown by ``describe``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -34,6 +39,8 @@ from gotr1.rewards.openai_judge import png_data_url
 log = logging.getLogger(__name__)
 
 MAX_REPLY_BYTES = 1 << 20  # ~40,000 scores; a reply is a list of floats
+API_KEY_ENV = "GOTR1_REWARD_API_KEY"
+"""The environment variable holding the reward server's API key, read by the server command and the client."""
 _RETRY_STATUS = {408, 429}
 
 
@@ -103,6 +110,8 @@ class RemoteReward(Metric):
         Largest reply read; a longer one is cut off and counts as a failed attempt.
     breaker_after, breaker_cooldown :
         Failed requests in a row that open the circuit breaker, and the seconds it then fails fast.
+    api_key : str, optional
+        The server's API key (default ``$GOTR1_REWARD_API_KEY``; none when unset).
 
     Attributes
     ----------
@@ -115,7 +124,8 @@ class RemoteReward(Metric):
     """
 
     def __init__(self, url: str, reward: str, timeout: float = 30.0, max_retries: int = 2, backoff: float = 0.5,
-                 max_reply_bytes: int = MAX_REPLY_BYTES, breaker_after: int = 8, breaker_cooldown: float = 30.0):
+                 max_reply_bytes: int = MAX_REPLY_BYTES, breaker_after: int = 8, breaker_cooldown: float = 30.0,
+                 api_key: str | None = None):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"url must be http(s)://host[:port][/path], got {url!r}")
@@ -126,6 +136,7 @@ class RemoteReward(Metric):
             raise ValueError(f"RemoteReward needs breaker_after >= 1 and breaker_cooldown >= 0; got {breaker_after}, "
                              f"{breaker_cooldown}")
         self.url, self.name = url.rstrip("/"), reward
+        self._api_key = api_key or os.environ.get(API_KEY_ENV) or None
         self._connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         self._host, self._port, self._root = parts.hostname, parts.port, parts.path.rstrip("/")
         self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
@@ -176,6 +187,10 @@ class RemoteReward(Metric):
         except _Retryable as err:
             raise RewardUnavailableError(f"reward server {self.url} is unreachable ({err}) for reward {self.name!r}; "
                                          "start it or fix the reward server url before training") from err
+        if status == 401:
+            refused = "refused the API key given" if self._api_key else "needs an API key and none was given"
+            raise RewardUnavailableError(f"reward server {self.url} {refused} for reward {self.name!r}; set api_key in "
+                                         f"the reward entry or ${API_KEY_ENV} to the server's key")
         hosted = _hosted(body) if status == 200 else None
         if hosted is None:
             raise RewardUnavailableError(f"{self.url} did not answer /health as a reward server (HTTP {status}: "
@@ -232,6 +247,8 @@ class RemoteReward(Metric):
             sock = connection.sock  # kept: http.client lets go of it once a reply says the connection closes
             sock.settimeout(time_left())
             headers = {"Content-Type": "application/json"} if body is not None else {}
+            if self._api_key:
+                headers["Authorization"] = f"Bearer {self._api_key}"
             connection.request(method, self._root + path, body=body, headers=headers)
             sock.settimeout(time_left())
             response = connection.getresponse()

@@ -10,27 +10,42 @@ Protocol
     200 ``{"rewards": [name, ...]}``: the rewards this server hosts.
 ``POST /score``
     Body ``{"reward": name, "prompts": [str, ...], "images": [base64 PNG, ...]}`` (one prompt per image;
-    any format PIL reads is accepted), at most ``max_request_bytes`` (:data:`MAX_REQUEST_BYTES` by default)
-    and images of at most :data:`MAX_IMAGE_PIXELS` pixels. 200 ``{"scores": [float | null, ...]}``: one
-    score in [0, 1] per image, in order, ``null`` where the model cannot score the image (NaN).
+    any format PIL reads is accepted), at most ``max_request_bytes`` (:data:`MAX_REQUEST_BYTES` by default),
+    images of at most :data:`~gotr1.rewards.score_requests.MAX_IMAGE_PIXELS` pixels each, and at most
+    ``max_pixels`` decoded pixels in all.
+    200 ``{"scores": [float | null, ...]}``: one score in [0, 1] per image, in order, ``null`` where the
+    model cannot score the image (NaN).
+
+With an API key (``api_key``; ``gotr1 serve-rewards --api-key`` or ``$GOTR1_REWARD_API_KEY``) every request
+must carry ``Authorization: Bearer <key>`` (compared in constant time), as vLLM's server asks; without it the
+answer is 401. A server that listens beyond the loopback interface refuses to start without a key unless
+``insecure`` is set: anyone who reaches the port could otherwise use the GPUs behind it. The key is never
+logged.
 
 Errors answer ``{"error": "what went wrong"}``: 400 for a bad request (unknown reward, malformed JSON,
 prompts and images that do not pair up, an undecodable or oversized image, a body over the limit: read and
-dropped, so a client still sending it gets this answer rather than a reset), 404 for another path, 500
-when the model raises or returns scores that break the contract, 503 while shutting down. The server
-keeps running after any of them.
+dropped, so a client still sending it gets this answer rather than a reset), 401 without the API key, 404
+for another path, 413 for images that decode to more than ``max_pixels`` (the budget named), 500 when the
+model raises or returns scores that break the contract, 503 while shutting down. The server keeps running
+after any of them.
+
+Memory: ``max_pixels`` (:data:`~gotr1.rewards.score_requests.MAX_PIXELS` by default, about 200 MB of decoded
+RGB, sized for one GPU worker) bounds both one request's decoded images and the decoded pixels held at once
+across every request and model. A request keeps its images encoded (only their headers are read, for the
+sizes) until its model's worker takes a batch: the worker reserves the batch's pixels from the shared budget
+(waiting while other batches hold it), decodes, scores, and lets them go.
 
 Batching: one worker thread per reward drains that reward's queue, joining pending requests up to
-``max_batch`` images (waiting at most ``max_wait`` seconds for more) into one ``score`` call, and hands
-each request its slice; a request larger than ``max_batch`` is scored in slices of ``max_batch``. A model
-is only ever called from its worker thread (in-process models are not re-entrant). When a joined batch
-raises, its requests are scored again one by one, so one bad request fails alone.
+``max_batch`` images and ``max_pixels`` pixels (waiting at most ``max_wait`` seconds for more) into one
+``score`` call, and hands each request its slice; a larger request is scored in slices. A model is only ever
+called from its worker thread (in-process models are not re-entrant). When a joined batch raises, its
+requests are scored again one by one, so one bad request fails alone.
 """
 
 from __future__ import annotations
 
-import base64
-import io
+import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -42,57 +57,19 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
-from PIL import Image
+
+from gotr1.rewards.score_requests import (
+    MAX_PIXELS,
+    BadRequest,
+    EncodedImage,
+    PixelBudget,
+    parse_score_request,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 256 << 20  # a GRPO step's 128 images of 384 px as PNG are ~60 MiB of base64
-MAX_IMAGE_PIXELS = 4096 * 4096  # refuses decompression bombs before they are decoded
 _STOP = object()
-
-
-class BadRequest(ValueError):
-    """A request the server refuses (HTTP 400); the message names the problem."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Requests
-# ---------------------------------------------------------------------------------------------
-
-
-def decode_image(text, index: int) -> np.ndarray:
-    """Base64 image ``text`` (request position ``index``) as uint8 ``[H, W, 3]``; else :class:`BadRequest`."""
-    if not isinstance(text, str):
-        raise BadRequest(f"images[{index}]: expected a base64 string, got {type(text).__name__}")
-    try:
-        with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise BadRequest(f"images[{index}]: {image.width}x{image.height} is over {MAX_IMAGE_PIXELS} pixels")
-            return np.asarray(image.convert("RGB"))
-    except BadRequest:
-        raise
-    except Exception as err:  # PIL's plugins raise many types; each means the same: not an image we can score
-        raise BadRequest(f"images[{index}]: not a decodable base64 image ({type(err).__name__}: {err})") from err
-
-
-def parse_score_request(body: bytes, rewards) -> tuple[str, list[str], list[np.ndarray]]:
-    """``(reward, prompts, images)`` of a ``/score`` body; :class:`BadRequest` naming what is wrong."""
-    try:
-        request = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BadRequest(f"body is not JSON ({err})") from err
-    if not isinstance(request, dict):
-        raise BadRequest(f"body must be a JSON object, got {type(request).__name__}")
-    reward, prompts, images = request.get("reward"), request.get("prompts"), request.get("images")
-    if reward not in rewards:
-        raise BadRequest(f"unknown reward {reward!r}; this server hosts {sorted(rewards)}")
-    if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-        raise BadRequest("prompts: expected a list of str")
-    if not isinstance(images, list):
-        raise BadRequest("images: expected a list of base64 strings")
-    if len(prompts) != len(images):
-        raise BadRequest(f"prompts and images: {len(prompts)} prompts for {len(images)} images")
-    return reward, prompts, [decode_image(text, i) for i, text in enumerate(images)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,7 +92,7 @@ class _Job:
     """One ``/score`` request: its images are scored in one or more pieces; ``done`` is set after the last."""
 
     prompts: list[str]
-    images: list[np.ndarray]
+    images: list[EncodedImage]
     pieces: int
     scores: np.ndarray = field(init=False)
     status: int = 200
@@ -135,12 +112,25 @@ class _Piece:
     def __len__(self) -> int:
         return self.stop - self.start
 
+    @property
+    def pixels(self) -> int:
+        return sum(image.pixels for image in self.job.images[self.start:self.stop])
+
+    def decode(self) -> list[np.ndarray] | None:
+        """This piece's images decoded, or None after answering its request 400 (an image broken past its header)."""
+        try:
+            return [image.decode() for image in self.job.images[self.start:self.stop]]
+        except BadRequest as err:
+            _ModelWorker._finish(self, error=str(err), status=err.status)
+            return None
+
 
 class _ModelWorker:
-    """The only thread that calls one model: drains its queue in batches of up to ``max_batch`` images."""
+    """The only thread that calls one model: drains its queue in batches of up to ``max_batch`` images whose
+    pixels fit ``budget`` (decoded only while the batch holds them)."""
 
-    def __init__(self, name: str, model, max_batch: int, max_wait: float):
-        self.name, self.model, self.max_batch, self.max_wait = name, model, max_batch, max_wait
+    def __init__(self, name: str, model, max_batch: int, max_wait: float, budget: PixelBudget):
+        self.name, self.model, self.max_batch, self.max_wait, self.budget = name, model, max_batch, max_wait, budget
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name=f"reward-{name}", daemon=True)
         self._open = False
@@ -160,15 +150,24 @@ class _ModelWorker:
             self._queue.put(_STOP)
         self._thread.join()
 
-    def submit(self, prompts: list[str], images: list[np.ndarray]) -> _Job:
-        """Queue a request and wait for it; the returned job holds ``scores``, or ``status`` and ``error``."""
-        job = _Job(prompts, images, pieces=math.ceil(len(images) / self.max_batch))
+    def submit(self, prompts: list[str], images: list[EncodedImage]) -> _Job:
+        """Queue a request (at most ``budget.limit`` pixels) and wait for it; the returned job holds ``scores``,
+        or ``status`` and ``error``."""
+        pieces, start, pixels = [], 0, 0
+        for index, image in enumerate(images):  # pieces of at most max_batch images and the budget's pixels
+            if index - start == self.max_batch or pixels + image.pixels > self.budget.limit:
+                pieces.append((start, index))
+                start, pixels = index, 0
+            pixels += image.pixels
+        if images:
+            pieces.append((start, len(images)))
+        job = _Job(prompts, images, pieces=len(pieces))
         with self._lock:
             if not self._open:
                 job.status, job.error = 503, "the server is shutting down"
                 return job
-            for start in range(0, len(images), self.max_batch):
-                self._queue.put(_Piece(job, start, min(start + self.max_batch, len(images))))
+            for start, stop in pieces:
+                self._queue.put(_Piece(job, start, stop))
         if job.pieces:
             job.done.wait()
         return job
@@ -179,30 +178,37 @@ class _ModelWorker:
             first, carry = (carry if carry is not None else self._queue.get()), None
             if first is _STOP:
                 return
-            batch, size, end = [first], len(first), time.monotonic() + self.max_wait
+            batch, size, pixels, end = [first], len(first), first.pixels, time.monotonic() + self.max_wait
             while size < self.max_batch:
                 try:
                     piece = self._queue.get(timeout=max(0.0, end - time.monotonic()))
                 except queue.Empty:
                     break
-                if piece is _STOP or size + len(piece) > self.max_batch:
+                if piece is _STOP or size + len(piece) > self.max_batch or pixels + piece.pixels > self.budget.limit:
                     carry = piece
                     break
                 batch.append(piece)
-                size += len(piece)
+                size, pixels = size + len(piece), pixels + piece.pixels
             self._score(batch)
 
     def _score(self, batch: list[_Piece]) -> None:
-        prompts = [p for piece in batch for p in piece.job.prompts[piece.start:piece.stop]]
-        images = [i for piece in batch for i in piece.job.images[piece.start:piece.stop]]
-        try:
-            scores = _checked_scores(self.model.score(prompts, images), len(images))
-        except Exception as err:  # any model failure: a 500 for its requests, never a dead server
-            if len(batch) == 1:
-                log.exception("reward %s: score() failed on %d images", self.name, len(images))
-                self._finish(batch[0], error=f"{type(err).__name__}: {err}")
+        with self.budget.hold(sum(piece.pixels for piece in batch)):
+            decoded = [(piece, piece.decode()) for piece in batch]
+            batch = [piece for piece, images in decoded if images is not None]
+            prompts = [p for piece in batch for p in piece.job.prompts[piece.start:piece.stop]]
+            images = [image for _, piece_images in decoded if piece_images is not None for image in piece_images]
+            del decoded
+            if not batch:
                 return
-            scores = None
+            try:
+                scores = _checked_scores(self.model.score(prompts, images), len(images))
+            except Exception as err:  # any model failure: a 500 for its requests, never a dead server
+                if len(batch) == 1:
+                    log.exception("reward %s: score() failed on %d images", self.name, len(images))
+                    self._finish(batch[0], error=f"{type(err).__name__}: {err}")
+                    return
+                scores = None
+            del images  # the pixels go before the budget lets the next batch decode
         if scores is None:  # find which request fails; the others still get their scores
             for piece in batch:
                 self._score([piece])
@@ -213,12 +219,12 @@ class _ModelWorker:
             offset += len(piece)
 
     @staticmethod
-    def _finish(piece: _Piece, scores=None, error: str | None = None) -> None:
+    def _finish(piece: _Piece, scores=None, error: str | None = None, status: int = 500) -> None:
         job = piece.job
         if error is None:
             job.scores[piece.start:piece.stop] = scores
         elif job.error is None:
-            job.status, job.error = 500, error
+            job.status, job.error = status, error
         job.pieces -= 1
         if job.pieces == 0:
             job.done.set()
@@ -227,6 +233,16 @@ class _ModelWorker:
 # ---------------------------------------------------------------------------------------------
 # HTTP
 # ---------------------------------------------------------------------------------------------
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine alone (``localhost``, 127.0.0.0/8, ::1); a name is not trusted to be."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -245,7 +261,22 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         log.debug("%s %s", self.address_string(), format % args)
 
+    def _authorized(self) -> bool:
+        """Whether the request carries the server's API key (any request does when it has none)."""
+        key = self.server.owner._api_key
+        if key is None:
+            return True
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+
+    def _unauthorized(self):
+        self._send(401, {"error": "this reward server needs its API key: send 'Authorization: Bearer <key>' "
+                                  "(RemoteReward: api_key, or $GOTR1_REWARD_API_KEY)"},
+                   {"WWW-Authenticate": "Bearer"})
+
     def do_GET(self):
+        if not self._authorized():
+            return self._unauthorized()
         if self.path.rstrip("/") == "/health":
             return self._send(200, {"rewards": sorted(self.server.owner.rewards)})
         self._send(404, {"error": f"no such path {self.path!r}; use GET /health or POST /score"})
@@ -261,12 +292,15 @@ class _Handler(BaseHTTPRequestHandler):
         if length < 0:
             return self._send(400, {"error": "a Content-Length header is required"})
         try:
+            if not self._authorized():
+                self._discard(min(length, owner.max_request_bytes))
+                return self._unauthorized()
             if length > owner.max_request_bytes:
                 self._discard(length)
                 raise BadRequest(f"body of {length} bytes is over the limit of {owner.max_request_bytes}")
-            reward, prompts, images = parse_score_request(self.rfile.read(length), owner.rewards)
+            reward, prompts, images = parse_score_request(self.rfile.read(length), owner.rewards, owner.max_pixels)
         except BadRequest as err:
-            return self._send(400, {"error": str(err)})
+            return self._send(err.status, {"error": str(err)})
         except OSError:
             return  # the client stalled past the handler's timeout, or hung up
         job = owner._workers[reward].submit(prompts, images)
@@ -282,10 +316,12 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             length -= len(chunk)
 
-    def _send(self, status: int, answer: dict):
+    def _send(self, status: int, answer: dict, headers: dict | None = None):
         data = json.dumps(answer).encode()
         try:
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -309,6 +345,12 @@ class RewardServer:
         Seconds a batch waits for more requests once its first has arrived.
     max_request_bytes : int
         Largest ``/score`` body accepted.
+    max_pixels : int
+        Decoded pixels one request may hold, and all requests together at once (see the module docstring).
+    api_key : str, optional
+        Answer only requests that carry ``Authorization: Bearer <api_key>`` (401 otherwise).
+    insecure : bool
+        Allow listening beyond the loopback interface without ``api_key``.
 
     Examples
     --------
@@ -317,19 +359,27 @@ class RewardServer:
     """
 
     def __init__(self, rewards: dict, host: str = "127.0.0.1", port: int = 0, max_batch: int = 32,
-                 max_wait: float = 0.01, max_request_bytes: int = MAX_REQUEST_BYTES):
+                 max_wait: float = 0.01, max_request_bytes: int = MAX_REQUEST_BYTES, max_pixels: int = MAX_PIXELS,
+                 api_key: str | None = None, insecure: bool = False):
         if not rewards:
             raise ValueError("RewardServer needs at least one reward")
         for name, model in rewards.items():
             if not callable(getattr(model, "score", None)):
                 raise TypeError(f"rewards[{name!r}]: expected a Metric with score(prompts, images), "
                                 f"got {type(model).__name__}")
-        if max_batch < 1 or max_wait < 0 or max_request_bytes < 1:
-            raise ValueError(f"RewardServer needs max_batch >= 1, max_wait >= 0, max_request_bytes >= 1; got "
-                             f"{max_batch}, {max_wait}, {max_request_bytes}")
+        if max_batch < 1 or max_wait < 0 or max_request_bytes < 1 or max_pixels < 1:
+            raise ValueError(f"RewardServer needs max_batch >= 1, max_wait >= 0, max_request_bytes >= 1, max_pixels "
+                             f">= 1; got {max_batch}, {max_wait}, {max_request_bytes}, {max_pixels}")
+        if not api_key and not insecure and not _is_loopback(host):
+            raise ValueError(f"host={host!r} reaches beyond this machine, and without an API key anyone who reaches "
+                             "the port could use the GPUs behind it: set --api-key (or $GOTR1_REWARD_API_KEY), or "
+                             "pass --insecure on a network you trust")
         self.rewards = dict(rewards)
-        self.max_request_bytes = max_request_bytes
-        self._workers = {name: _ModelWorker(name, model, max_batch, max_wait) for name, model in self.rewards.items()}
+        self.max_request_bytes, self.max_pixels = max_request_bytes, max_pixels
+        self._api_key = api_key or None
+        self.budget = PixelBudget(max_pixels)
+        self._workers = {name: _ModelWorker(name, model, max_batch, max_wait, self.budget)
+                         for name, model in self.rewards.items()}
         self._http = _HTTPServer((host, port), self)
         self._thread: threading.Thread | None = None
 
@@ -343,7 +393,8 @@ class RewardServer:
         """One line for the log: the URL and each reward with its model."""
         models = ", ".join(f"{name} ({getattr(model, 'describe', lambda: type(model).__name__)()})"
                            for name, model in sorted(self.rewards.items()))
-        return f"reward server at {self.url}: {models}"
+        access = "API key required" if self._api_key else "no API key"
+        return f"reward server at {self.url}: {models} ({access}; up to {self.max_pixels} decoded pixels in flight)"
 
     def start(self) -> RewardServer:
         """Start the model workers and serve from a background thread."""
