@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import tempfile
 import time
 
 import numpy as np
@@ -39,7 +40,8 @@ def make_trainer(preset: str, image_size: int, prompts_per_step: int, group: int
                                     dtype=torch.bfloat16 if cuda else None)
     config = GRPOConfig(prompts_per_step=prompts_per_step, group_size=group, max_chain_tokens=chain_tokens,
                         max_steps=max_steps, micro_batch_size=8 if cuda else 4, progress=False,
-                        sample_every=0, save_every=10_000, output_dir="/tmp/gotr1-bench-grpo-step",
+                        sample_every=0, save_every=10_000,
+                        output_dir=tempfile.mkdtemp(prefix="gotr1-bench-grpo-step-"),  # each trainer its own run folder
                         gradient_checkpointing=cuda, cuda_graph=cuda, fsdp=fsdp)
     prompts = [s.prompt for s in synthetic_samples(64, seed=0)]
     return GRPOTrainer(model, processor, {"length": length_reward}, config, prompts)

@@ -2,6 +2,7 @@
 the function once), and ``benchmarks/report.py`` is checked on a hand-made pytest-benchmark JSON file."""
 
 import importlib.util
+import os
 import json
 import sys
 from pathlib import Path
@@ -84,3 +85,32 @@ def test_report_measures_the_floor_when_none_is_given():
     text = report.render(RUN)
     assert "cpu copy" in text
     assert _rows(text, "loss")["fast||4x8"][7].endswith("%")
+
+
+def test_python_m_pytest_from_the_checkout_collects_against_a_plain_install(tmp_path):
+    """``python -m pytest`` puts the current folder on ``sys.path``: run from the repository root after a plain
+    ``pip install .`` (simulated: a copy of the installed package on a path with no editable import hook), both
+    folders must still import the installed gotr1, not the bare source tree."""
+    import shutil
+    import subprocess
+    import sysconfig
+
+    import gotr1
+    import gotr1._canvas
+    import gotr1.kernels
+
+    root = BENCHMARKS.parent
+    site = tmp_path / "site"
+    shutil.copytree(Path(gotr1.__file__).parent, site / "gotr1", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(gotr1.kernels.__file__).parent, site / "gotr1" / "kernels", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(gotr1._canvas.__file__, site / "gotr1")
+    # -S: no site-packages processing, so the editable install's import hook stays out; PYTHONPATH gives the
+    # copy and the third-party packages, in that order, after the current folder that -m prepends.
+    env = {"PYTHONPATH": os.pathsep.join([str(site), sysconfig.get_paths()["purelib"]]), "PATH": os.environ["PATH"],
+           "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-S", "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "tests/test_chain.py", "benchmarks/test_bench_canvas.py"],
+                          capture_output=True, text=True, cwd=root, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "tests collected" in done.stdout, done.stdout[-2000:]
