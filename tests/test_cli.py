@@ -297,3 +297,53 @@ def test_eval_refuses_unknown_categories_and_unloadable_metric_models(tmp_path, 
                  "--out", str(tmp_path), "--metric-device", "cpu"]) == 2  # CLIP cannot be downloaded here
     err = capsys.readouterr().err
     assert "clip" in err and "openai/clip-vit-base-patch32" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# one line, not a traceback
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 1e-5\nmodel: [tiny\n")
+    assert main(["sft", "--config", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"gotr1 sft: error: {path}:3:1: YAML syntax error: expected ',' or ']'"), err
+
+
+def test_a_judge_outage_stops_grpo_with_one_line_the_checkpoint_and_the_resume_command(tmp_path, capsys):
+    """The judge answers the check, then only garbage: after max_judge_outage_steps step(s) GRPO stops with a
+    checkpoint, one line and exit 75; a dead judge at the start stops it the same way, and the same command
+    then runs again (the folder holds only its config)."""
+    from fake_judge_server import FakeOpenAIServer
+
+    from gotr1.cli.commands import EXIT_OUTAGE
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red square on the left of a blue circle\ntwo green triangles\n")
+    run = tmp_path / "run"
+
+    def grpo(url, *extra):
+        return ["grpo", "--model", "tiny", "--prompts", str(prompts), "--judge-url", url, "--judge-timeout", "2",
+                "--output-dir", str(run), "--prompts-per-step", "2", "--group-size", "2", "--max-chain-tokens", "8",
+                "--max-steps", "5", "--save-every", "100", "--max-judge-outage-steps", "1", "--lora-rank", "4",
+                "--beta", "0", "--sample-every", "0", "--progress", "false", *extra]
+
+    with FakeOpenAIServer() as judge:
+        assert main(grpo(judge.url("garbage"))) == EXIT_OUTAGE
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("gotr1 grpo: stopped: the judge or a reward model failed"), err
+    assert f"checkpoint {run / 'step-0000001'} written" in err and "After 1 of 5 steps" in err, err
+    assert err.endswith(f"resume with: gotr1 grpo --config {run / 'config.yaml'} --resume {run}"), err
+    assert (run / "latest").read_text() == "step-0000001"
+
+    dead = tmp_path / "dead"
+    run = dead  # a fresh run whose judge never answers
+    for _ in range(2):
+        assert main(grpo("http://127.0.0.1:9/v1", "--judge-timeout", "0.5")) == EXIT_OUTAGE
+        err = capsys.readouterr().err.strip()
+        assert "did not answer a check request" in err and "After 0 of 5 steps" in err, err
+        assert err.endswith(f"start it again with: gotr1 grpo --config {dead / 'config.yaml'}"), err

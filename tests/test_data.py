@@ -114,6 +114,8 @@ BAD_ROWS = [
     ({**GOOD, "chain": "a cup without tags"}, "no tagged objects"),
     ({**GOOD, "image": "missing.png"}, "no file"),
     ({**GOOD, "image": "broken.png"}, "does not decode"),
+    ({**GOOD, "chain": "a <|obj_start|>dot<|obj_end|> <|box_start|>(100,100),(100,100)<|box_end|>"},
+     r"'dot' has a box of zero area \(100,100\),\(100,100\)"),
 ]
 
 

@@ -80,6 +80,10 @@ def test_convert_chain(text, coords, expected, repairs):
     ("cat <|box_start|>(1,2),(3,4)", None, "unparsable chain"),
     ("cat <box_0>", "{not json", "bad coord"),
     ("cat <box_0>", {"<box_0>": [1, 2, 3]}, "bad coord"),
+    ("cat <|box_start|>(100,100),(100,100)<|box_end|>", None, "degenerate box"),
+    ("cat <|box_start|>(100,200),(400,200.4)<|box_end|>", None, "degenerate box"),  # zero height once rounded
+    ("cat <|box_start|>(1000,5),(1200,90)<|box_end|>", None, "degenerate box"),  # zero width once clamped
+    ("cat <box_0>", {"<box_0>": [7, 7, 7, 9]}, "degenerate box"),
 ])
 def test_convert_chain_rejects(text, coords, reason):
     with pytest.raises(ChainRejected) as info:
@@ -125,6 +129,7 @@ def got_source(tmp_path):
         {"prompt": "x", "got": "cat <|box_start|>(1,2)<|box_end|>", "image": "a.png"},  # line 7: malformed box
         "{broken json",  # line 8
         {"prompt": "plain", "got": "a caption without boxes", "image": "a.png"},  # line 9: no objects
+        {"prompt": "flat", "got": "a cat <|box_start|>(100,100),(100,100)<|box_end|>", "image": "a.png"},  # 10
     ])
 
 
@@ -160,15 +165,16 @@ def test_convert_got_jsonl(got_source, tmp_path):
     ]
     assert all((out / r["image"]).is_file() for r in rows)
     assert (out / rows[0]["image"]).read_bytes() == (got_source.parent / "a.png").read_bytes()
-    assert summary["records_in"] == 9 and summary["written"] == 2 and summary["repaired_records"] == 2
+    assert summary["records_in"] == 10 and summary["written"] == 2 and summary["repaired_records"] == 2
     assert summary["repairs"] == {"qwen_tags": 1, "colour_dropped": 2, "name_inferred": 1, "clamped": 2,
                                   "corners_swapped": 1}
     rejected = {reason: entry["count"] for reason, entry in summary["rejected"].items()}
     assert rejected == {"no prompt": 1, "no image": 1, "image file missing": 1, "unreadable image": 1,
-                        "malformed box": 1, "bad record": 1, "chain has no objects": 1}
+                        "malformed box": 1, "bad record": 1, "chain has no objects": 1, "degenerate box": 1}
     where = {reason: [e["at"] for e in entry["examples"]] for reason, entry in summary["rejected"].items()}
     assert where["no prompt"] == [f"{got_source}:3"]
     assert where["unreadable image"] == [f"{got_source}:6"]
+    assert where["degenerate box"] == [f"{got_source}:10"]
     assert json.loads((out / "summary.json").read_text()) == summary
     check_loads(out)
 
@@ -283,7 +289,9 @@ def test_killed_conversion_resumes_without_duplicates(many_sources, tmp_path, mo
         convert(many_sources, out, source_format="got", shard_size=3, progress=False)
     assert sorted(p.name for p in out.glob("shard-*.jsonl")) == ["shard-00000.jsonl", "shard-00001.jsonl"]
     monkeypatch.setattr(convert_module.ShardWriter, "write", original)
-    summary = convert(many_sources, out, source_format="got", shard_size=3, progress=False)
+    with pytest.raises(ValueError, match=rf"{out} already holds a run .*--resume"):
+        convert(many_sources, out, source_format="got", shard_size=3, progress=False)
+    summary = convert(many_sources, out, source_format="got", shard_size=3, progress=False, resume=True)
 
     rows = rows_of(out)
     assert [r["prompt"] for r in rows] == [f"p{s}-{i}" for s in range(2) for i in range(7)]
@@ -295,7 +303,7 @@ def test_killed_conversion_resumes_without_duplicates(many_sources, tmp_path, mo
     assert not list(out.glob("**/*.partial"))
     check_loads(out)
 
-    again = convert(many_sources, out, source_format="got", shard_size=3, progress=False)
+    again = convert(many_sources, out, source_format="got", shard_size=3, progress=False, resume=True)
     assert again == summary and rows_of(out) == rows, "a rerun of a finished conversion changes nothing"
 
 
@@ -313,7 +321,7 @@ def test_convert_rejects_bad_arguments(many_sources, tmp_path):
         convert([tmp_path / "nope.jsonl"], tmp_path / "o", source_format="got")
     convert(many_sources[:1], tmp_path / "o", source_format="got", progress=False)
     with pytest.raises(ValueError, match="other sources"):
-        convert(many_sources, tmp_path / "o", source_format="got", progress=False)
+        convert(many_sources, tmp_path / "o", source_format="got", progress=False, resume=True)
     assert FORMATS == ("got", "got-coord", "jsonl", "parquet", "webdataset")
 
 
@@ -323,8 +331,9 @@ def test_gotr1_data_convert_command_is_idempotent(got_source, tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["data", "convert", "--from", "got", str(got_source), "--out", str(out), "--no-progress"]
     assert main(args) == 0
-    assert "9 records in, 2 written" in capsys.readouterr().out
+    assert "10 records in, 2 written" in capsys.readouterr().out
     rows = rows_of(out)
-    assert main(args) == 0 and rows_of(out) == rows, "a rerun writes nothing twice"
+    assert main(args) == 2 and f"{out} already holds a run" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0 and rows_of(out) == rows, "a rerun writes nothing twice"
     assert main(["data", "convert", "--from", "got", str(tmp_path / "nowhere.jsonl"), "--out", str(tmp_path / "x"),
                  "--no-progress"]) == 2

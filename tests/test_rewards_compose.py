@@ -146,26 +146,37 @@ def test_a_component_rising_while_another_falls_raises_an_alarm():
     assert RewardTrends(window=0).update({"hps": 1.0}) == []
 
 
-def test_a_reward_served_by_gotr1_serve_rewards_scores_like_the_local_model(tmp_path):
-    """`gotr1 serve-rewards` in its own process, reached through a spec entry's url."""
+def test_a_reward_served_by_gotr1_serve_rewards_scores_like_the_local_model(tmp_path, monkeypatch):
+    """`gotr1 serve-rewards` in its own process with an API key from the environment, reached through a spec
+    entry's url and api_key; the key is never printed, and a spec without it is refused by check()."""
+    import os
     import re
     import signal
     import subprocess
     import sys
 
+    from gotr1.rewards.policy_reward import JudgeUnavailableError
+    from gotr1.rewards.remote import API_KEY_ENV
+
+    key = "serve-key-5678"
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
     log = open(tmp_path / "server.log", "w")  # a file, not a pipe nobody reads: the server can never block on it
     server = subprocess.Popen([sys.executable, "-m", "gotr1.cli", "serve-rewards", "--rewards", "clipscore",
-                               "--tiny", "--port", "0"], stdout=subprocess.PIPE, stderr=log, text=True, cwd=tmp_path)
+                               "--tiny", "--port", "0"], stdout=subprocess.PIPE, stderr=log, text=True, cwd=tmp_path,
+                              env={**os.environ, API_KEY_ENV: key})
     try:
         line = server.stdout.readline()
         url = re.search(r"http://[\d.]+:\d+", line).group(0)
+        assert "API key required" in line and key not in line, line
         images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-        remote = build_composed_reward(parse_reward_spec({"clipscore": {"url": url}}))
+        remote = build_composed_reward(parse_reward_spec({"clipscore": {"url": url, "api_key": key}}))
         local = build_composed_reward(parse_reward_spec({"clipscore": {}}), tiny=True)
         remote.check()
         served, here = remote(PROMPTS, [""] * 2, images), local(PROMPTS, [""] * 2, images)
         np.testing.assert_allclose(served.total, here.total, atol=1e-6)
-        assert served.failed == {"clipscore": 0.0}
+        assert served.failed == {"clipscore": 0.0} and 0 < served.total.min() and served.total.max() < 1
+        with pytest.raises(JudgeUnavailableError, match="needs an API key and none was given"):
+            build_composed_reward(parse_reward_spec({"clipscore": {"url": url}})).check()
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -175,3 +186,15 @@ def test_a_reward_served_by_gotr1_serve_rewards_scores_like_the_local_model(tmp_
             code = "hung"
         log.close()
         assert code == 0, (tmp_path / "server.log").read_text()[-3000:]
+    assert key not in (tmp_path / "server.log").read_text()
+
+
+def test_an_api_key_is_kept_out_of_reprs_and_run_configs():
+    from gotr1.cli.config_io import dump_config
+    from gotr1.cli.jobs import GRPOJob
+
+    spec = parse_reward_spec({"pickscore": {"url": "http://h:8100", "api_key": "k-9999"}})
+    assert spec.models[0].api_key == "k-9999" and "k-9999" not in repr(spec)
+    job = GRPOJob(reward={"judge": True, "pickscore": {"url": "http://h:8100", "api_key": "k-9999"}})
+    dumped = dump_config(job)
+    assert "k-9999" not in dumped and "http://h:8100" in dumped

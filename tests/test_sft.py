@@ -168,10 +168,12 @@ def test_a_damaged_checkpoint_is_refused_by_name_before_training(data, tmp_path,
     with pytest.raises(CorruptCheckpointError, match=str(path).replace("\\", "\\\\")) as refused:
         SFTTrainer(*tiny_janus(seed=0), _config(data, tmp_path / "resumed", max_steps=6, resume_from=str(run)))
     assert "newest intact checkpoint is" in str(refused.value) and "step-0000002" in str(refused.value)
-    (step / "checksums.json").unlink()  # an older checkpoint without checksums: the loaders name the file
+    (step / "checksums.json").unlink()  # a hand-made checkpoint, trusted unverified: the loaders name the file
     if damage != "0xff_weights":  # 0xFF in the middle of weight data can still parse, and is caught as non-finite
-        with pytest.raises(CorruptCheckpointError, match=str(path).replace("\\", "\\\\")):
-            SFTTrainer(*tiny_janus(seed=0), _config(data, tmp_path / "resumed", max_steps=6, resume_from=str(run)))
+        with pytest.warns(UserWarning, match="resuming it unverified"), \
+                pytest.raises(CorruptCheckpointError, match=str(path).replace("\\", "\\\\")):
+            SFTTrainer(*tiny_janus(seed=0), _config(data, tmp_path / "resumed", max_steps=6, resume_from=str(run),
+                                                     trust_unverified=True))
 
 
 def test_nan_weights_in_a_checkpoint_without_checksums_are_refused(data, tmp_path):
@@ -187,8 +189,9 @@ def test_nan_weights_in_a_checkpoint_without_checksums_are_refused(data, tmp_pat
     tensors[name] = torch.full_like(tensors[name], float("nan"))
     save_file(tensors, weights, metadata={"format": "pt"})
     (run / "step-0000002" / "checksums.json").unlink()
-    with pytest.raises(CorruptCheckpointError, match="non-finite values"):
-        SFTTrainer(*tiny_janus(seed=0), _config(data, tmp_path / "resumed", max_steps=4, resume_from=str(run)))
+    with pytest.warns(UserWarning, match="unverified"), pytest.raises(CorruptCheckpointError, match="non-finite values"):
+        SFTTrainer(*tiny_janus(seed=0), _config(data, tmp_path / "resumed", max_steps=4, resume_from=str(run),
+                                                 trust_unverified=True))
 
 
 def test_a_damaged_image_token_cache_entry_is_encoded_again(data, tmp_path):

@@ -10,18 +10,37 @@
 - ``gotr1 layout [CHAIN_TEXT_OR_FILE] --out layout.png``: the layout canvas of a chain (the picture the
   spatial reward shows the judge); without a chain, the example chain shipped with the package.
 
-Errors name the bad option or config field and exit with status 2.
+A failure is one line on stderr, never a traceback (``--debug`` or ``GOTR1_DEBUG=1`` adds it); the exit
+status says what kind of failure it was (:data:`EXIT_BAD_INPUT`, :data:`EXIT_DISK_FULL`, :data:`EXIT_OUTAGE`;
+1 for a run that ran and failed at its job). Errors of input name the bad option, config field, file or folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import errno
 import json
+import os
 import sys
+import traceback
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+EXIT_BAD_INPUT = 2
+"""Bad input: an option, config field, data row, path or run folder that cannot be used as given (the line names it)."""
+EXIT_DISK_FULL = 74
+"""The disk filled (EX_IOERR): the last good checkpoint is kept; free space, then resume (retrying as is will not
+help)."""
+EXIT_OUTAGE = 75
+"""Stopped by an outage of the judge or a reward server, with a checkpoint to resume from (EX_TEMPFAIL: retry later
+with the resume command the line prints)."""
+
+
+class _Stopped(Exception):
+    """A run stopped by an outage, resumable (exit :data:`EXIT_OUTAGE`); the message says how to go on."""
 
 
 def example_chain() -> str:
@@ -88,21 +107,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _train_settings(args, config_cls, job_cls):
-    """The trainer config and the command's own settings from ``--config`` and the options; the run folder
-    gets both as ``config.yaml`` (loadable again with ``--config``)."""
-    from gotr1.cli.config_io import config_overrides, dump_config, load_sections
+    """The trainer config and the command's own settings from ``--config`` and the options, checked against the
+    checkpoint and run folder before the model loads (a refusal should cost seconds, not a model load)."""
+    from gotr1.cli.config_io import config_overrides, load_sections
+    from gotr1.train.shell import check_run
 
     overrides = config_overrides(args)
     if args.resume:
         overrides["resume_from"] = args.resume
     config, job = load_sections(args.config, overrides, config_cls, job_cls)
-    if config.resume_from:  # before the model loads: a bad checkpoint should cost seconds, not a model load
-        from gotr1.train.checkpoint import resume_checkpoint
-
-        resume_checkpoint(config.resume_from, config.output_dir)
-    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-    (Path(config.output_dir) / "config.yaml").write_text(dump_config(job, config), encoding="utf-8")
+    check_run(config)
     return config, job
+
+
+def _write_run_config(trainer, config, job) -> None:
+    """``config.yaml`` in the run folder the trainer has claimed (rank 0): both kinds of settings, loadable again
+    with ``--config``. ``overwrite`` and ``trust_unverified`` describe this start, not the run: written false."""
+    from gotr1.cli.config_io import dump_config
+
+    if trainer.run_folder is not None:
+        start_only = dataclasses.replace(config, overwrite=False, trust_unverified=False)
+        (trainer.output_dir / "config.yaml").write_text(dump_config(job, start_only), encoding="utf-8")
 
 
 def _cmd_sft(args: argparse.Namespace) -> int:
@@ -114,8 +139,20 @@ def _cmd_sft(args: argparse.Namespace) -> int:
 
     config, job = _train_settings(args, SFTConfig, PolicySettings)
     model, processor = load_any_policy(job.model, dtype=job.dtype, device=local_device())
-    SFTTrainer(model, processor, config).train()
+    trainer = SFTTrainer(model, processor, config)
+    try:
+        _write_run_config(trainer, config, job)
+        trainer.train()
+    finally:
+        trainer.close()
     return 0
+
+
+def _resume_command(out: Path) -> str:
+    """How to go on with the GRPO run in ``out`` after it stopped."""
+    if (out / "latest").is_file():
+        return f"resume with: gotr1 grpo --config {out / 'config.yaml'} --resume {out}"
+    return f"start it again with: gotr1 grpo --config {out / 'config.yaml'}"
 
 
 def _cmd_grpo(args: argparse.Namespace) -> int:
@@ -124,6 +161,7 @@ def _cmd_grpo(args: argparse.Namespace) -> int:
     from gotr1.grpo.config import GRPOConfig
     from gotr1.grpo.trainer import GRPOTrainer
     from gotr1.prompt_sets import read_prompt_mixture
+    from gotr1.rewards.policy_reward import JudgeUnavailableError
     from gotr1.train.distributed import join_process_group, leave_process_group, local_device
 
     join_process_group()
@@ -132,7 +170,11 @@ def _cmd_grpo(args: argparse.Namespace) -> int:
     model, processor = load_any_policy(job.model, dtype=job.dtype, device=local_device())
     trainer = GRPOTrainer(model, processor, build_reward(job), config, prompts)
     try:
+        _write_run_config(trainer, config, job)
         trainer.train()
+    except JudgeUnavailableError as err:
+        raise _Stopped(f"{err}. After {trainer.step} of {config.max_steps} steps; "
+                       f"{_resume_command(trainer.output_dir)}") from err
     finally:
         trainer.close()
     leave_process_group()
@@ -183,6 +225,20 @@ def _eval_metrics(args, protocol, categories: list[str], device):
                                  tiny=args.tiny_metrics, blip_model=args.blip_model)
 
 
+def _claim_eval_folder(out: Path, overwrite: bool):
+    """The eval folder, claimed on rank 0 (a context manager). Resuming is eval's default: an earlier run's
+    images and scores are kept, and the log says so."""
+    from contextlib import nullcontext
+
+    from gotr1.train.distributed import rank_and_world
+    from gotr1.train.run_folder import claim_on_rank_zero, run_contents
+
+    if not overwrite and rank_and_world()[0] == 0 and run_contents(out):
+        print(f"gotr1 eval: {out} holds an earlier evaluation: resuming it (images already written and scores already "
+              "in scores.jsonl are kept; --overwrite moves them aside and starts afresh)", file=sys.stderr)
+    return claim_on_rank_zero(out, resume=not overwrite, overwrite=overwrite) or nullcontext()
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from gotr1.eval.protocols import protocol as benchmark_protocol
     from gotr1.eval.runner import run_benchmark
@@ -202,17 +258,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.images is None and not args.model:
         raise ValueError("--model: give the policy to generate with, or --images to score an existing folder")
     join_process_group()
-    device = local_device()
-    metrics = _eval_metrics(args, protocol, categories, device)
-    model = processor = None
-    if args.images is None:
-        from gotr1.cli.resolve import load_any_policy
+    with _claim_eval_folder(Path(args.out), args.overwrite):
+        device = local_device()
+        metrics = _eval_metrics(args, protocol, categories, device)
+        model = processor = None
+        if args.images is None:
+            from gotr1.cli.resolve import load_any_policy
 
-        model, processor = load_any_policy(args.model, device=device)
-    result = run_benchmark(protocol, metrics, args.out, model=model, processor=processor, images=args.images,
-                           categories=categories, limit=args.limit, per_prompt=args.images_per_prompt,
-                           batch_size=args.batch_size, score_batch_size=args.score_batch_size, sampling=sampling,
-                           progress=not args.no_progress, tiny_metrics=args.tiny_metrics)
+            model, processor = load_any_policy(args.model, device=device)
+        result = run_benchmark(protocol, metrics, args.out, model=model, processor=processor, images=args.images,
+                               categories=categories, limit=args.limit, per_prompt=args.images_per_prompt,
+                               batch_size=args.batch_size, score_batch_size=args.score_batch_size,
+                               sampling=sampling, progress=not args.no_progress,
+                               tiny_metrics=args.tiny_metrics)
     leave_process_group()
     out = Path(args.out)
     if (out / "table.md").is_file():
@@ -284,7 +342,14 @@ def build_eval_tools_parser() -> argparse.ArgumentParser:
     official.add_argument("--scores", metavar="EVAL_DIR", default=None,
                           help="the gotr1 eval --out folder of the same images (default: DIR)")
     official.set_defaults(run=_cmd_import_official, command="eval import-official")
+    _add_debug_option(convert, official)
     return parser
+
+
+def _add_debug_option(*parsers: argparse.ArgumentParser) -> None:
+    for parser in parsers:
+        parser.add_argument("--debug", action="store_true",
+                            help="show the traceback of a failure, not only its one line (also GOTR1_DEBUG=1)")
 
 
 def _reward_entries(text: str):
@@ -304,11 +369,13 @@ def _reward_entries(text: str):
 
 def _cmd_serve_rewards(args: argparse.Namespace) -> int:
     from gotr1.rewards.compose import load_reward_model
+    from gotr1.rewards.remote import API_KEY_ENV
     from gotr1.rewards.server import RewardServer
 
     rewards = {entry.name: load_reward_model(entry, tiny=args.tiny) for entry in args.rewards}
-    RewardServer(rewards, host=args.host, port=args.port, max_batch=args.max_batch,
-                 max_wait=args.max_wait).serve_forever()
+    RewardServer(rewards, host=args.host, port=args.port, max_batch=args.max_batch, max_wait=args.max_wait,
+                 max_pixels=args.max_pixels, api_key=args.api_key or os.environ.get(API_KEY_ENV),
+                 insecure=args.insecure).serve_forever()
     return 0
 
 
@@ -317,7 +384,8 @@ def _cmd_data_convert(args: argparse.Namespace) -> int:
 
     summary = convert(args.sources, args.out, source_format=args.source_format, prompt_field=args.prompt_field,
                       chain_field=args.chain_field, image_field=args.image_field, coord_field=args.coord_field,
-                      shard_size=args.shard_size, progress=not args.no_progress)
+                      shard_size=args.shard_size, progress=not args.no_progress, resume=args.resume,
+                      overwrite=args.overwrite)
     rejected = {reason: entry["count"] for reason, entry in summary["rejected"].items()}
     print(f"{summary['records_in']} records in, {summary['written']} written to {len(summary['shards'])} shard(s) in "
           f"{args.out}; repaired {summary['repaired_records']} ({summary['repairs']}); rejected {rejected}")
@@ -398,7 +466,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--categories", "--prompts", dest="categories", default=None,
                     help="categories joined by commas (default: all of the benchmark's); for the judge also a "
                          "prompt file")
-    ev.add_argument("--out", required=True, help="output folder")
+    ev.add_argument("--out", required=True, help="output folder; an earlier evaluation there is resumed (its images "
+                                                 "and scores kept)")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="move what --out holds aside (to OUT.overwritten-<time>) and start afresh")
     ev.add_argument("--images-per-prompt", "--num", dest="images_per_prompt", type=_positive_int, default=None,
                     help="images per prompt (default: the benchmark's protocol: 10 for t2i-compbench, 4 for "
                          "geneval, 1 for the judge)")
@@ -423,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(ev)
     ev.set_defaults(run=_cmd_eval)
 
+    from gotr1.rewards.score_requests import MAX_PIXELS
+
     serve = sub.add_parser("serve-rewards", help="host reward models over HTTP for training nodes (RemoteReward)",
                            description="Serve reward models on their own GPUs; concurrent requests are batched per "
                                        "model. Training reaches them with a reward entry's url (reward: {hps: {url: "
@@ -434,6 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=_positive_int, default=32, help="most images per model call (default: 32)")
     serve.add_argument("--max-wait", type=float, default=0.01,
                        help="seconds a batch waits for more requests (default: 0.01)")
+    serve.add_argument("--max-pixels", type=_positive_int, default=MAX_PIXELS,
+                       help=f"decoded pixels one request may hold, and all requests at once; a request over it "
+                            f"answers 413 (default: {MAX_PIXELS}, ~200 MB of RGB)")
+    serve.add_argument("--api-key", default=None,
+                       help="answer only requests with 'Authorization: Bearer KEY' (default: $GOTR1_REWARD_API_KEY, "
+                            "which keeps the key out of the process list); required beyond the loopback interface")
+    serve.add_argument("--insecure", action="store_true",
+                       help="listen beyond the loopback interface without an API key (a network you trust)")
     serve.add_argument("--tiny", action="store_true", help="random-weight tiny models (smoke tests offline)")
     serve.set_defaults(run=_cmd_serve_rewards)
 
@@ -455,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--image-field", default=None, help="record field of the image (default: image, jpg, png, ...)")
     conv.add_argument("--coord-field", default=None, help="got-coord: field of the placeholder coordinates (default: coord)")
     conv.add_argument("--shard-size", type=_positive_int, default=10000, help="rows per shard (default: 10000)")
+    conv.add_argument("--resume", action="store_true", help="continue the conversion --out holds (same sources)")
+    conv.add_argument("--overwrite", action="store_true",
+                      help="move what --out holds aside (to OUT.overwritten-<time>) and start afresh")
     conv.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     conv.set_defaults(run=_cmd_data_convert)
 
@@ -463,6 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "launch configs, written to ~/.cache/gotr1/kernels.json ($GOTR1_KERNEL_CONFIGS); "
                                       "training reads them and never tunes. Options: --shapes image,chain --out FILE "
                                       "--hidden 2048 --rows 64.", add_help=False)
+    _add_debug_option(*sub.choices.values(), conv)
     return parser
 
 
@@ -478,7 +563,17 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError) as err:
-        print(f"gotr1 {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except (_Stopped, ValueError, TypeError, OSError) as err:
+        if args.debug or os.environ.get("GOTR1_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
+        print(f"gotr1 {args.command}: {'stopped' if isinstance(err, _Stopped) else 'error'}: {err}", file=sys.stderr)
+        return _exit_status(err)
+
+
+def _exit_status(err: Exception) -> int:
+    if isinstance(err, _Stopped):
+        return EXIT_OUTAGE
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return EXIT_DISK_FULL
+    return EXIT_BAD_INPUT
 

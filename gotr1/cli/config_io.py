@@ -5,7 +5,8 @@ and of the command's own settings (:mod:`gotr1.cli.jobs`) is a YAML key and a ``
 help is the field's docstring; one YAML file holds the keys of both, each going to its owner. Unknown keys and values that do not convert
 are errors that name the field. YAML values are checked against the field's type: only unambiguous text
 converts (``lr: 1e-5``, which PyYAML reads as a string; ``use_lora: "false"``); ``save_every: 1.5``,
-``model: 123`` and non-finite numbers (``lr: .inf``) are refused.
+``model: 123`` and non-finite numbers (``lr: .inf``) are refused. A YAML syntax error is named by
+``file:line:column``. A boolean option given bare (``--overwrite``) means true.
 """
 
 from __future__ import annotations
@@ -97,14 +98,22 @@ def add_config_options(parser: argparse.ArgumentParser, cls, title: str | None =
     for name, kind in _types(cls).items():
         if name not in defaults:
             continue
+        bare = {"nargs": "?", "const": "true"} if kind is bool else {}  # `--overwrite` alone: true
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"cfg_{name}", metavar="VALUE", default=None,
-                           help=f"{docs.get(name, '')} (default: {defaults[name]!r})")
+                           help=f"{docs.get(name, '')} (default: {defaults[name]!r})", **bare)
 
 
 def _read_yaml(path: str | Path | None, owners: str) -> dict:
     if path is None:
         return {}
-    loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise ValueError(f"{where}: YAML syntax error: {err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: YAML syntax error: {err}") from None
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected a mapping of {owners} fields, got {type(loaded).__name__}")
     return loaded
@@ -157,9 +166,19 @@ def config_overrides(args: argparse.Namespace) -> dict:
     return {key[4:]: value for key, value in vars(args).items() if key.startswith("cfg_") and value is not None}
 
 
+def _without_secrets(value):
+    """``value`` with every ``api_key`` left out, however deep: a run folder is shared as freely as a checkpoint,
+    so a key stays in the environment (``$GOTR1_REWARD_API_KEY``) or the user's own config file."""
+    if isinstance(value, dict):
+        return {k: _without_secrets(v) for k, v in value.items() if k != "api_key"}
+    return value
+
+
 def dump_config(*configs) -> str:
-    """YAML of one or more configs side by side (tuples as lists), loadable again by :func:`load_sections`."""
+    """YAML of one or more configs side by side (tuples as lists, API keys left out), loadable again by
+    :func:`load_sections`."""
     data = {}
     for config in configs:
-        data.update({k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()})
+        data.update({k: list(v) if isinstance(v, tuple) else _without_secrets(v)
+                     for k, v in dataclasses.asdict(config).items()})
     return yaml.safe_dump(data, sort_keys=False)

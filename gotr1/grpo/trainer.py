@@ -372,8 +372,9 @@ class GRPOTrainer(TrainerShell):
         raise JudgeUnavailableError(
             f"the judge or a reward model failed more than {cfg.judge_outage_rate:.0%} of its requests for "
             f"{self.outage_steps} consecutive steps (last: judge {metrics['judge_failures']} of "
-            f"{metrics['judge_requests']}; {self._failed_models(metrics)}); stopped at step {self.step} with its "
-            "checkpoint written. Fix the judge or reward server, then resume (--resume)")
+            f"{metrics['judge_requests']}; {self._failed_models(metrics)}); stopped at step {self.step}, checkpoint "
+            f"{self.output_dir / f'step-{self.step:07d}'} written. Fix the judge or reward server, then resume "
+            f"(--resume {self.output_dir})")
 
     def _judge_outage(self, metrics: dict) -> bool:
         """More than ``judge_outage_rate`` of the judge's requests, or of any reward model's samples, failed."""
@@ -391,6 +392,7 @@ class GRPOTrainer(TrainerShell):
         self.reward_worker.close()
         if self.tb is not None:
             self.tb.close()
+        super().close()
 
 
 # ---------------------------------------------------------------------------------------------

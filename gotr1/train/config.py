@@ -60,6 +60,12 @@ class TrainingConfig:
     """Write a ``metrics.jsonl`` line every this many steps."""
     resume_from: str | None = None
     """A checkpoint folder, or a run folder holding ``latest``, to continue from exactly."""
+    overwrite: bool = False
+    """Start afresh in an ``output_dir`` that holds an earlier run, moving its contents aside into
+    ``<output_dir>.overwritten-<time>`` (never deleted). Without it such a folder is refused."""
+    trust_unverified: bool = False
+    """Resume a checkpoint that has no ``checksums.json`` (made by hand); gotr1's own always have one, so one
+    without is otherwise refused as incomplete or altered."""
     progress: bool = True
     """Show a tqdm progress bar."""
 

@@ -8,8 +8,10 @@ however large the source. Output in ``out_dir``::
     summary.json            records in, written, repairs by kind, rejects by reason with their first locations
     state.json              progress at the last complete shard (resume)
 
-A rerun after a kill resumes from the last complete shard: the unfinished shard is discarded and its
-records are read again, so no row is written twice; images are named stably and written only once.
+``out_dir`` is a run folder (:mod:`gotr1.train.run_folder`): locked while a conversion writes it, and one
+that holds an earlier conversion is refused unless ``resume`` (continue it: a rerun after a kill resumes
+from the last complete shard, the unfinished shard discarded and its records read again, so no row is
+written twice; images are named stably and written only once) or ``overwrite`` (move it aside).
 
 Field names of the published datasets are not documented; the defaults try the names below in order and
 each can be set. Not checked against the hub: whether GoT's boxes are on 0-1000 (coordinates outside are
@@ -34,6 +36,7 @@ from PIL import Image
 
 from gotr1.progress import progress_bar
 from gotr1.train.got_convert import ChainRejected, convert_chain
+from gotr1.train.run_folder import claim_run_folder
 
 FORMATS = ("got", "got-coord", "jsonl", "parquet", "webdataset")
 
@@ -277,7 +280,8 @@ def _load_state(out_dir: Path, sources: list[str], source_format: str) -> dict:
     state = json.loads(path.read_text(encoding="utf-8"))
     if state["sources"] != sources or state["source_format"] != source_format:
         raise ValueError(f"{out_dir} holds a conversion of other sources or another format "
-                         f"({state['source_format']}: {state['sources']}); choose an empty out_dir")
+                         f"({state['source_format']}: {state['sources']}); choose an empty out_dir, or --overwrite "
+                         "to move this one aside")
     return state
 
 
@@ -300,8 +304,8 @@ def _summary(state: dict) -> dict:
 
 def convert(sources, out_dir, *, source_format: str, prompt_field: str | None = None, chain_field: str | None = None,
             image_field: str | None = None, coord_field: str | None = None, shard_size: int = 10000,
-            progress: bool = True) -> dict:
-    """Convert GoT source files into gotr1's SFT JSONL shards; resumable and idempotent.
+            progress: bool = True, resume: bool = False, overwrite: bool = False) -> dict:
+    """Convert GoT source files into gotr1's SFT JSONL shards; resumable (``resume``) and idempotent.
 
     Parameters
     ----------
@@ -321,6 +325,9 @@ def convert(sources, out_dir, *, source_format: str, prompt_field: str | None = 
         Rows per shard; progress is saved after each complete shard.
     progress : bool
         Show a progress bar.
+    resume, overwrite : bool
+        Continue the conversion ``out_dir`` holds (the same sources), or move it aside and start afresh;
+        without either, an ``out_dir`` holding anything is refused.
 
     Returns
     -------
@@ -338,13 +345,19 @@ def convert(sources, out_dir, *, source_format: str, prompt_field: str | None = 
         if not path.is_file():
             raise FileNotFoundError(f"source file not found: {path}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with claim_run_folder(out_dir, resume=resume, overwrite=overwrite):
+        return _convert(paths, out_dir, source_format, shard_size, progress, {
+            "prompt_field": prompt_field, "chain_field": chain_field, "image_field": image_field,
+            "coord_field": coord_field, "source_format": source_format})
+
+
+def _convert(paths: list[Path], out_dir: Path, source_format: str, shard_size: int, progress: bool,
+             options: dict) -> dict:
+    """:func:`convert` in its claimed ``out_dir``."""
     source_ids = [str(p.resolve()) for p in paths]
     state = _load_state(out_dir, source_ids, source_format)
     for stale in out_dir.glob("shard-*.jsonl.partial"):
         stale.unlink()  # rows of the shard a kill interrupted: their records are read again below
-    options = {"prompt_field": prompt_field, "chain_field": chain_field, "image_field": image_field,
-               "coord_field": coord_field, "source_format": source_format}
     writer = ShardWriter(out_dir, len(state["shards"]))
 
     def finish_shard() -> None:

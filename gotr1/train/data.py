@@ -3,11 +3,11 @@
 The data is one JSONL file, a folder of ``*.jsonl`` shards (as a converter writes ``shard-00000.jsonl``, ...)
 or a glob; rows are ordered by shard path, then line. Opening the data streams once through every shard and
 checks every row (valid JSON, the three fields as non-empty strings, a chain that parses strictly with at least
-one object, an image file that exists and whose header decodes), keeping only the byte offset and line number
-of each good row (16 bytes), so the index of millions of rows stays small; prompts, chains and pixels are read
-when a row is asked for. A bad row raises :class:`GoTDataError` naming the shard and line, or with
-``skip_invalid=True`` is skipped and counted in ``skipped`` so the run's log can report it. Image paths are
-relative to the shard that names them.
+one object and no box of zero area, an image file that exists and whose header decodes), keeping only the byte
+offset and line number of each good row (16 bytes), so the index of millions of rows stays small; prompts,
+chains and pixels are read when a row is asked for. A bad row raises :class:`GoTDataError` naming the shard
+and line, or with ``skip_invalid=True`` is skipped and counted in ``skipped`` so the run's log can report it.
+Image paths are relative to the shard that names them.
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ def _check_row(record, base: Path) -> Path:
         raise ValueError(f"field 'chain': {err}") from None
     if not chain.objects:
         raise ValueError("field 'chain' has no tagged objects")
+    flat = next((o for o in chain.objects if o.box.area == 0), None)
+    if flat is not None:
+        raise ValueError(f"field 'chain': {flat.name!r} has a box of zero area "
+                         f"({flat.box.x1},{flat.box.y1}),({flat.box.x2},{flat.box.y2})")
     image_path = base / record["image"]
     if not image_path.is_file():
         raise ValueError(f"field 'image': no file {image_path}")

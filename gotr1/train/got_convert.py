@@ -80,7 +80,8 @@ def _coord_values(value) -> list[float]:
 
 
 def _box_text(values: list[float], repairs: Counter) -> str:
-    """``(x1,y1),(x2,y2)`` of four coordinates: rounded, clamped to [0, 1000] and corners ordered, each counted."""
+    """``(x1,y1),(x2,y2)`` of four coordinates: rounded, clamped to [0, 1000] and corners ordered, each counted;
+    a box of zero width or height after that is rejected (it marks no region to draw or ground)."""
     ints = [int(round(v)) for v in values]
     repairs["rounded"] += sum(v != i for v, i in zip(values, ints))
     clamped = [min(max(v, 0), COORD_MAX) for v in ints]
@@ -89,6 +90,8 @@ def _box_text(values: list[float], repairs: Counter) -> str:
     if x1 > x2 or y1 > y2:
         repairs["corners_swapped"] += 1
         x1, x2, y1, y2 = min(x1, x2), max(x1, x2), min(y1, y2), max(y1, y2)
+    if x1 == x2 or y1 == y2:
+        raise ChainRejected("degenerate box", f"({x1},{y1}),({x2},{y2}) has zero {'width' if x1 == x2 else 'height'}")
     return f"({x1},{y1}),({x2},{y2})"
 
 
@@ -200,8 +203,9 @@ def convert_chain(text: str, coords=None) -> tuple[str, Counter]:
     Raises
     ------
     ChainRejected
-        With ``reason`` ``"no chain"``, ``"bad coord"``, ``"malformed box"``, ``"box without a name"``,
-        ``"unparsable chain"`` or ``"chain has no objects"``.
+        With ``reason`` ``"no chain"``, ``"bad coord"``, ``"malformed box"``, ``"degenerate box"`` (zero width
+        or height after rounding and clamping), ``"box without a name"``, ``"unparsable chain"`` or
+        ``"chain has no objects"``.
     """
     if not isinstance(text, str) or not text.strip():
         raise ChainRejected("no chain", f"got {text!r}"[:80])

@@ -4,19 +4,48 @@ A trainer (:class:`~gotr1.train.sft.SFTTrainer`, :class:`~gotr1.grpo.trainer.GRP
 :class:`TrainerShell`, calls :meth:`TrainerShell._prepare` from its constructor and implements
 ``train_step()``; everything about *when* things happen (resume, log every ``log_every`` steps, checkpoint
 every ``save_every`` steps and at the end, the progress bar) lives here once.
+
+A run owns its ``output_dir`` from construction to :meth:`TrainerShell.close` (or the end of the process):
+it claims the folder (:mod:`gotr1.train.run_folder`: an OS lock, no mixing with an earlier run unless it
+resumes it, ``overwrite`` to move that run aside), on rank 0 only under ``torchrun``.
 """
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import torch.distributed as dist
 
 from gotr1.progress import progress_bar
-from gotr1.train.checkpoint import load_model_weights, load_training_state, resume_checkpoint, save_checkpoint
+from gotr1.train.checkpoint import (
+    in_run_folder,
+    load_model_weights,
+    load_training_state,
+    resume_checkpoint,
+    save_checkpoint,
+)
+from gotr1.train.distributed import rank_and_world
 from gotr1.train.metrics_log import MetricsLog
 from gotr1.train.optim import build_optimizer, prepare_policy
+from gotr1.train.run_folder import check_run_folder, claim_on_rank_zero
 from gotr1.train.sampler import EpochSampler
+
+
+def check_run(config) -> Path | None:
+    """The checkpoint a run of ``config`` (a :class:`~gotr1.train.config.TrainingConfig`) resumes from, verified
+    (None for a fresh run), after refusing what the run-folder rules would refuse. Changes nothing: the command
+    line calls it before loading the model, so a refused run costs seconds, not a model load."""
+    checkpoint = (resume_checkpoint(config.resume_from, config.output_dir, config.trust_unverified)
+                  if config.resume_from else None)
+    if rank_and_world()[0] == 0:
+        check_run_folder(config.output_dir, resume=_continues(checkpoint, config), overwrite=config.overwrite)
+    return checkpoint
+
+
+def _continues(checkpoint: Path | None, config) -> bool:
+    """Whether the run continues the one in its ``output_dir`` (the only case where that folder may hold a run)."""
+    return checkpoint is not None and in_run_folder(checkpoint, config.output_dir)
 
 
 class TrainerShell:
@@ -29,6 +58,8 @@ class TrainerShell:
     name = "train"
     """Progress-bar label."""
     rank, world = 0, 1
+    run_folder = None
+    """This run's claim on ``output_dir`` (rank 0), released by :meth:`close`."""
 
     # -----------------------------------------------------------------------------------------
     # Setup
@@ -42,9 +73,23 @@ class TrainerShell:
         """
         cfg = self.config
         self.output_dir = Path(cfg.output_dir)
-        checkpoint = resume_checkpoint(cfg.resume_from, self.output_dir) if cfg.resume_from else None
+        checkpoint = (resume_checkpoint(cfg.resume_from, self.output_dir, cfg.trust_unverified)
+                      if cfg.resume_from else None)
         if checkpoint is not None:
             self._check_resumable(checkpoint)
+        self.run_folder = claim_on_rank_zero(self.output_dir, resume=_continues(checkpoint, cfg),
+                                             overwrite=cfg.overwrite)
+        if self.run_folder is not None:
+            weakref.finalize(self, self.run_folder.release)  # a trainer dropped without close() lets go too
+        try:
+            return self._restore(model, num_items, shard, checkpoint)
+        except BaseException:
+            self.close()
+            raise
+
+    def _restore(self, model, num_items: int, shard, checkpoint: Path | None) -> dict:
+        """:meth:`_prepare` once the run folder is claimed."""
+        cfg = self.config
         self.model = prepare_policy(model, self.processor, cfg)
         if checkpoint is not None:
             load_model_weights(self.model, checkpoint / "model")  # whole weights, before any sharding
@@ -58,6 +103,11 @@ class TrainerShell:
             self.sampler = EpochSampler(num_items, cfg.seed, state["epoch"], state["cursor"])
         self.log = MetricsLog(self.output_dir / "metrics.jsonl", resume_step=self.step) if self.rank == 0 else None
         return state
+
+    def close(self) -> None:
+        """Release the run folder (idempotent); a trainer that is not closed releases it when collected."""
+        if self.run_folder is not None:
+            self.run_folder.release()
 
     def _check_resumable(self, checkpoint: Path) -> None:
         """Refuse a checkpoint this trainer cannot continue (before anything loads)."""
