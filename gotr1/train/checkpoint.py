@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from gotr1.train.run_folder import LOCK_FILE
+
 LATEST = "latest"
 CHECKSUMS = "checksums.json"
 
@@ -125,6 +127,12 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
     model_state, optimizer_state : dict, optional
         What to save instead of ``model.state_dict()`` / ``optimizer.state_dict()``: the unsharded states
         of an FSDP-sharded run (:mod:`gotr1.policy.sharding`).
+
+    Raises
+    ------
+    DiskFullError
+        The disk filled while writing; nothing of this checkpoint is left, the previous ones and ``latest``
+        are as they were. Any other failure is raised as it is, after the same clean-up.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -360,7 +368,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     if (path / LATEST).is_file():
         return path / (path / LATEST).read_text(encoding="utf-8").strip()
-    if path.is_dir() and any((path / name).exists() for name in ("config.yaml", "metrics.jsonl", ".gotr1.lock")):
+    if path.is_dir() and any((path / name).exists() for name in ("config.yaml", "metrics.jsonl", LOCK_FILE)):
         raise FileNotFoundError(f"resume_from={str(path)!r}: no checkpoint was completed in this run folder (the run "
                                 "stopped before its first save), so there is nothing to resume. Run it again without "
                                 "--resume; --overwrite moves what it left aside")

@@ -36,11 +36,17 @@ def check_run(config) -> Path | None:
     """The checkpoint a run of ``config`` (a :class:`~gotr1.train.config.TrainingConfig`) resumes from, verified
     (None for a fresh run), after refusing what the run-folder rules would refuse. Changes nothing: the command
     line calls it before loading the model, so a refused run costs seconds, not a model load."""
-    checkpoint = (resume_checkpoint(config.resume_from, config.output_dir, config.trust_unverified)
-                  if config.resume_from else None)
+    checkpoint = _resume_point(config)
     if rank_and_world()[0] == 0:
         check_run_folder(config.output_dir, resume=_continues(checkpoint, config), overwrite=config.overwrite)
     return checkpoint
+
+
+def _resume_point(config) -> Path | None:
+    """The verified checkpoint ``config.resume_from`` names (None for a fresh run)."""
+    if not config.resume_from:
+        return None
+    return resume_checkpoint(config.resume_from, config.output_dir, config.trust_unverified)
 
 
 def _continues(checkpoint: Path | None, config) -> bool:
@@ -73,8 +79,7 @@ class TrainerShell:
         """
         cfg = self.config
         self.output_dir = Path(cfg.output_dir)
-        checkpoint = (resume_checkpoint(cfg.resume_from, self.output_dir, cfg.trust_unverified)
-                      if cfg.resume_from else None)
+        checkpoint = _resume_point(cfg)
         if checkpoint is not None:
             self._check_resumable(checkpoint)
         self.run_folder = claim_on_rank_zero(self.output_dir, resume=_continues(checkpoint, cfg),
