@@ -132,3 +132,46 @@ def test_merged_rows_give_peft_s_outputs_and_are_undone(lora_policy):
     for m, weight in zip((embed, head), before):
         base, _, rows = lora.trainable_rows(m)  # None if the layer were left merged
         assert torch.equal(base, weight) and not torch.equal(base[6:10], rows.detach())
+
+
+def test_a_decode_step_builds_its_attention_mask_once(monkeypatch):
+    """Every layer's attention of one decode step reads the same additive (float) mask, built once per step: SDPA
+    would otherwise turn a bool mask into a float one at every layer."""
+    model, processor = tiny_janus(seed=0)
+    masks = []
+    attention = torch.nn.functional.scaled_dot_product_attention
+
+    def recorded(*args, attn_mask=None, **kwargs):
+        masks.append(attn_mask)
+        return attention(*args, attn_mask=attn_mask, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recorded)
+    chains = generate_chains(model, processor, PROMPTS, 1, Sampling(max_chain_tokens=2, seed=1))
+    layers = model.config.text_config.num_hidden_layers
+    steps = [masks[i:i + layers] for i in range(0, len(masks), layers)]
+    assert len(masks) == layers * (1 + 3) and all(s[0].is_floating_point() for s in steps)  # prefill, 3 steps
+    assert all(all(m is s[0] for m in s) for s in steps), "one mask object per step, shared by its layers"
+    assert chains.chain_ids.shape[1] == 3
+
+
+def test_the_graph_capture_is_thread_local(monkeypatch):
+    """Captures use ``capture_error_mode="thread_local"``: under FSDP2, NCCL's watchdog thread touches CUDA while
+    a capture runs, which a global capture mode turns into a failed capture. (CUDA's objects are stood in for.)"""
+    from contextlib import contextmanager, nullcontext
+    from types import SimpleNamespace
+
+    modes = []
+
+    @contextmanager
+    def graph(cuda_graph, pool=None, capture_error_mode="global"):
+        modes.append(capture_error_mode)
+        yield
+
+    stream = SimpleNamespace(wait_stream=lambda other: None)
+    for name, value in (("graph", graph), ("CUDAGraph", lambda: SimpleNamespace()), ("Stream", lambda: stream),
+                        ("stream", lambda s: nullcontext()), ("current_stream", lambda: stream)):
+        monkeypatch.setattr(torch.cuda, name, value)
+    state = [torch.zeros(2)]
+    monkeypatch.setattr(type(state[0]), "is_cuda", property(lambda self: True))
+    image_decode._capture_graph(lambda span: None, 8, state, None)
+    assert modes == ["thread_local"]

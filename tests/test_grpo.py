@@ -21,7 +21,7 @@ from gotr1.policy.forward import teacher_forced_hidden
 from gotr1.policy.model import got_token_ids, load_policy, tiny_janus
 from gotr1.policy.tokens import LogProbs
 from gotr1.rewards.policy_reward import RuleReward
-from gotr1.rollout import Sampling
+from gotr1.rollout import Sampling, rollout
 
 PROMPTS = ["a red square on the left of a blue circle", "two green triangles", "a yellow circle above a black square",
            "a pink square and a brown triangle"]
@@ -127,6 +127,26 @@ def test_micro_batched_update_equals_one_big_batch_reference(tmp_path, loss_type
     assert micro.keys() == big.keys()
     for name in big:
         torch.testing.assert_close(micro[name], big[name].to(micro[name].dtype), rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_an_update_reads_the_device_once_not_per_micro_batch(tmp_path):
+    """Three micro-batches cost no more host synchronisations than one, beyond the three at most each forward
+    needs (the fused loss counting its tokens, transformers checking its padding mask once or twice): the metric
+    sums stay on the device until the end (they were ~20 reads per micro-batch)."""
+    from op_audit import OpAudit
+
+    model, processor = tiny_janus(seed=0)
+    tokens = got_token_ids(processor)
+    r = rollout(model, processor, PROMPTS[:2], 3, Sampling(max_chain_tokens=6, seed=1), decode=False)
+    advantages = torch.linspace(-1.0, 1.0, len(r))
+    syncs = []
+    for micro in (6, 2):
+        cfg = _config(tmp_path, micro_batch_size=micro, use_lora=False)
+        with OpAudit() as audit:
+            loss_and_backward(model, r, advantages, old=r.logprobs, ref=r.logprobs, config=cfg,
+                              normalizer=loss_normalizer(r, cfg, len(r), 100), tokens=tokens)
+        syncs.append(len(audit.kinds("host_sync", "data_dependent")))
+    assert syncs[1] - syncs[0] <= 2 * 3, (syncs, audit.findings)
 
 
 def test_kill_and_resume_continues_with_the_same_prompts_and_streams(tmp_path):

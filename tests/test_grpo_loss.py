@@ -19,6 +19,10 @@ from gotr1.kernels.grpo_loss import (
     selective_logprobs_reference,
 )
 
+# CUDA tensors where a GPU is present (compiled kernels), the interpreter elsewhere: `-m kernels` selects this
+# suite, so that benchmarks/gpu_check.sh runs it compiled.
+pytestmark = pytest.mark.kernels
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 GRAD_RTOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 VALUE_TOL = dict(rtol=2e-5, atol=2e-5)

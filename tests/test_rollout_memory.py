@@ -2,6 +2,7 @@
 caches of Janus-Pro-1B / 7B take (built on the ``meta`` device), and the early stop with settings that fit."""
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,3 +97,24 @@ def test_the_trainer_refuses_a_rollout_that_cannot_fit_before_the_first_step(tmp
                         progress=False, lora_rank=4)
     with pytest.raises(MemoryError, match=r"prompts_per_step x group_size / 1 rank\(s\)"):
         grpo_trainer.GRPOTrainer(*tiny_janus(seed=0), lambda *a: None, config, PROMPTS)
+
+
+def test_the_readme_states_what_each_shipped_config_needs():
+    """README's memory table is the estimate of each shipped config (its batch, chain cap and guidance; prompts of
+    64 tokens; bf16), per rank."""
+    import yaml
+
+    from gotr1.rollout.kv_cache import slot_bytes
+
+    repo = Path(__file__).resolve().parents[1]
+    rows = re.findall(r"^\| `(grpo_janus_pro_\w+)\.yaml` \| (\d+) \| (\d+) \| ([\d.]+) GiB \|",
+                      (repo / "README.md").read_text(), re.M)
+    assert {name for name, *_ in rows} == {p.stem for p in (repo / "configs").glob("grpo_janus_pro_*.yaml")}
+    for name, ranks, per_rank, stated in rows:
+        settings = yaml.safe_load((repo / "configs" / f"{name}.yaml").read_text())
+        preset = "7b" if "_7b" in name else "1b"
+        assert int(per_rank) == settings["prompts_per_step"] // int(ranks) * settings["group_size"], name
+        sampling = Sampling(max_chain_tokens=settings["max_chain_tokens"], guidance=settings["guidance"])
+        need = rollout_memory(janus_config(preset), int(per_rank), 64, sampling, torch.bfloat16)
+        assert f"{need.peak_bytes / 2**30:.1f}" == stated, (name, ranks)
+    assert slot_bytes(janus_config("1b").text_config, torch.bfloat16) == 192 * 1024 + 1  # "192 KiB" in the text
