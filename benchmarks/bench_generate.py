@@ -259,7 +259,8 @@ def _floor_lines(model, image_s, steps, rows, width, device):
     """Per-step time against the bytes a step must read: weights, and weights + the slots attention reads."""
     bandwidth = copy_bandwidth(device)
     weights = decode_bytes(model)
-    kv = 2 * rows * (width + steps / 2) * slot_bytes(model.config.text_config, model.lm_head.weight.dtype)  # CFG rows x mean span
+    per_slot = slot_bytes(model.config.text_config, model.lm_head.weight.dtype)
+    kv = 2 * rows * (width + steps / 2) * per_slot  # CFG rows x mean span of an eager step
     step_ms = 1e3 * image_s / steps
     weight_ms, total_ms = 1e3 * weights / bandwidth, 1e3 * (weights + kv) / bandwidth
     return [

@@ -26,6 +26,7 @@ from PIL import Image
 
 from gotr1.chain import Chain, ChainObject
 
+
 def _native():
     """The compiled rasterizer ``gotr1._canvas``. Imported on first use: a source tree put on ``sys.path`` without
     building it (``benchmarks/gpu_check.sh`` on a machine without build tools) runs everything but the canvas."""

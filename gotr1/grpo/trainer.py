@@ -18,7 +18,9 @@ and more prompts drawn, at most ``max_extra_rollouts`` more rollouts a step; the
 passes then follow the last scoring instead of overlapping it); masking of chains cut by the cap; truncated
 importance sampling against the rollout (``tis_cap``); an entropy bonus and high-entropy-token selection.
 Every step the trainer's teacher-forced log-probs of the rollout are computed and their gap to the rollout's
-logged (``logprob_gap_mean``, ``logprob_gap_max``).
+logged (``logprob_gap_mean``, ``logprob_gap_max``); rollout, log-prob passes and loss share one precision
+(``mixed_precision``), so the gap is rounding. Before the first step the rollout's KV memory is estimated for
+chains at the cap and checked against the device (:mod:`gotr1.rollout.memory`).
 
 Distributed: under ``torchrun`` (with ``torch.distributed`` initialised by the caller, see ``gotr1 grpo``)
 each rank generates whole groups; rewards are gathered so advantages and loss normalisation are global,

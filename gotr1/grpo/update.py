@@ -22,7 +22,7 @@ import torch
 
 from gotr1.kernels.grpo_loss import METRIC_NAMES, fused_linear_grpo_loss, grpo_loss, selective_logprobs
 from gotr1.policy.forward import teacher_forced_hidden
-from gotr1.policy.lora import merged_tag_rows, trainable_rows
+from gotr1.policy.lora import trainable_rows
 from gotr1.policy.model import GoTTokens, janus_parts
 from gotr1.policy.precision import autocast, autocast_dtype
 from gotr1.policy.tokens import LogProbs, TokenBatch, unconditional
@@ -62,16 +62,6 @@ class TokenSelection:
         return int(self.chain.sum()) * config.chain_loss + int(self.image.sum()) * config.image_loss
 
 
-def text_head(janus) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """The text head as the fused loss takes it: ``(weight, rows, row_ids)``, where a LoRA policy's trained GoT
-    tag rows (``rows`` ``[K, H]``, ``row_ids`` ``[K]``) replace rows of the frozen weight; None, None otherwise."""
-    trained = trainable_rows(janus.lm_head)
-    if trained is None:
-        return janus.lm_head.weight, None, None
-    weight, row_ids, rows = trained
-    return weight, rows, row_ids
-
-
 def image_logits(model, batch: TokenBatch, image_hidden: torch.Tensor, guidance: float | None, tokens: GoTTokens):
     """Generation-head logits ``[B, N, V_img]``; CFG-mixed ``u + s (c - u)`` when ``guidance`` is given."""
     janus = janus_parts(model)
@@ -96,7 +86,7 @@ def policy_logprobs(model, batch: TokenBatch, config, tokens: GoTTokens, *,
     janus = janus_parts(model)
     guidance = config.guidance if config.cfg_in_loss else None
     chains, images = [], []  # (log-probs, entropies or None) per micro-batch
-    with merged_tag_rows(model), autocast(batch.prompt_ids.device.type, config.mixed_precision):
+    with autocast(batch.prompt_ids.device.type, config.mixed_precision):
         for start in range(0, len(batch), config.micro_batch_size):
             part = batch.rows(slice(start, start + config.micro_batch_size))
             chain_hidden, image_hidden = teacher_forced_hidden(model, part)
@@ -241,7 +231,8 @@ def loss_and_backward(model, batch: TokenBatch, advantages: torch.Tensor, *, old
             chain_hidden, image_hidden = teacher_forced_hidden(model, part)
         sums, counts, metrics = [], [], []
         if config.chain_loss:
-            weight, rows, row_ids = text_head(janus)
+            # A LoRA head: its trained GoT tag rows over the frozen weight (the fused loss trains only those rows).
+            weight, row_ids, rows = trainable_rows(janus.lm_head) or (janus.lm_head.weight, None, None)
             dtype = autocast_dtype(device_type, config.mixed_precision, weight.dtype)  # the rollout's head's
             loss, m = fused_linear_grpo_loss(
                 chain_hidden.to(dtype), weight.to(dtype), part.chain_ids, chosen.chain, adv,

@@ -4,9 +4,9 @@ Adapters go on the language model's attention and MLP projections only; the visi
 model and the image heads stay frozen, as in the paper. The GoT tags are new tokens whose embedding and
 text-head rows start as one shared mean row: frozen, the policy could never tell ``<|obj_start|>`` from
 ``<|box_start|>``. Those rows (and only those) are therefore trained too, through PEFT's trainable
-tokens, so a LoRA checkpoint stays small. PEFT rebuilds such a layer's weight at every call; the rollout and
-the log-prob passes read the rows merged once instead (:func:`merged_tag_rows`), and the GRPO loss takes them
-apart from the frozen head (:func:`trainable_rows`).
+tokens, so a LoRA checkpoint stays small. PEFT rebuilds such a layer's weight at every call; the rollout reads
+the rows merged once per phase instead (:func:`merged_tag_rows`), and the GRPO loss takes them apart from the
+frozen head (:func:`trainable_rows`).
 """
 
 from __future__ import annotations
@@ -96,8 +96,9 @@ def merged_tag_rows(model):
     Every PEFT trainable-tokens layer of ``model`` (with LoRA: the GoT tag rows of the embedding and the text head)
     gets its trained rows written into its base weight in place, once, and is marked merged, so each call is a
     plain embedding lookup or matmul; on exit the base rows are written back and the mark removed. The weights
-    must not change inside the block, and no gradient reaches the rows there: for no-grad passes (the rollout,
-    log-probs). A model without such layers, or with its adapters disabled, is left as it is.
+    must not change inside the block, and no gradient reaches the rows there: for the rollout's decode loops (no
+    grad, every parameter whole: under FSDP2 inside :func:`gotr1.policy.sharding.gathered`). A model without
+    such layers, or with its adapters disabled, is left as it is.
     """
     layers = [m for m in model.modules() if _live_trainable_tokens(m)]
     saved = []

@@ -8,6 +8,10 @@ is generated at once: :func:`generate_chains` left-pads the prompts (in the form
 ``Sampling.max_chain_tokens``) and stops advancing while the others go on. The cache is kept for the image
 phase (:mod:`gotr1.rollout.images`); :func:`gotr1.rollout.generate.rollout` runs both.
 
+Before the cache is allocated its worst-case size is checked against the device's free memory
+(:mod:`gotr1.rollout.memory`). With LoRA, the trained GoT tag rows are merged into the embedding and the text head
+once for the whole phase (:func:`gotr1.policy.lora.merged_tag_rows`), not rebuilt by PEFT at every token.
+
 Sampling goes through ``gotr1.kernels.sampling.sample``, whose noise is keyed by ``(seed, row, step)``:
 row ``i * num_samples + s`` holds sample ``s`` of prompt ``i``, so samples of one prompt differ and a
 rollout is reproducible for a fixed seed *and batch layout* (the same prompts in the same order with the

@@ -99,9 +99,9 @@ def generate_images(model, processor, chains: ChainBatch, logprob_of: str = "con
     model, processor :
         As for :func:`~gotr1.rollout.chains.generate_chains`.
     chains : ChainBatch
-        Its KV cache is moved into the image cache, layer by layer (``chains.cache`` becomes None). Its ``sampling`` gives the
-        guidance scale (1 disables CFG and the unconditional rows), temperature, top-k/p and seed; the noise
-        of row ``r`` at image step ``i`` is keyed by ``(seed, r, IMAGE_STEP_OFFSET + i)``.
+        Its KV cache is moved into the image cache, layer by layer (``chains.cache`` becomes None). Its
+        ``sampling`` gives the guidance scale (1 disables CFG and the unconditional rows), temperature, top-k/p
+        and seed; the noise of row ``r`` at image step ``i`` is keyed by ``(seed, r, IMAGE_STEP_OFFSET + i)``.
     logprob_of : {"cond", "mixed"}
         Which distribution's log-probabilities to return (see the module docstring).
     cuda_graph : bool

@@ -34,11 +34,14 @@ def decoder_weight(language_model) -> torch.Tensor:
     return language_model.norm.weight
 
 
+def _head_dim(text_config) -> int:
+    return getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+
+
 def slot_bytes(text_config, dtype: torch.dtype) -> int:
     """Bytes one row's slot takes in a :class:`RowCache` of a Llama-style ``text_config``: keys and values of
     every layer, plus its validity flag."""
-    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
-    per_layer = 2 * text_config.num_key_value_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+    per_layer = 2 * text_config.num_key_value_heads * _head_dim(text_config) * dtype.itemsize
     return text_config.num_hidden_layers * per_layer + 1
 
 
@@ -72,10 +75,9 @@ class RowCache:
         """Empty buffers for ``rows`` rows of ``capacity`` slots each (allocated once); ``dtype`` defaults to the
         weights' (the rollout passes the dtype it computes in, see :func:`gotr1.policy.precision.compute_dtype`)."""
         cfg = language_model.config
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         weight = decoder_weight(language_model)
         dtype, device = dtype or weight.dtype, device or weight.device
-        shape = (rows, cfg.num_key_value_heads, capacity, head_dim)
+        shape = (rows, cfg.num_key_value_heads, capacity, _head_dim(cfg))
         layers = cfg.num_hidden_layers
         # Zeroed, not empty: masked slots still enter attention as 0 * value, and garbage could be NaN.
         return cls(

@@ -64,7 +64,8 @@ class RolloutMemory:
                 f"{self.chain_bytes / _GIB:.1f} GiB: {self.rows} rows x {self.chain_slots} slots)")
 
 
-def rollout_memory(janus_config, rows: int, prompt_tokens: int, sampling: Sampling, dtype: torch.dtype) -> RolloutMemory:
+def rollout_memory(janus_config, rows: int, prompt_tokens: int, sampling: Sampling,
+                   dtype: torch.dtype) -> RolloutMemory:
     """The KV memory of a rollout of ``rows`` rows whose prompts are ``prompt_tokens`` wide (left-padded), every
     chain at ``sampling.max_chain_tokens``, caches in ``dtype``.
 
@@ -121,7 +122,8 @@ def _largest(fits, high: int) -> int:
 
 
 def check_rollout_memory(janus_config, rows: int, prompt_tokens: int, sampling: Sampling, dtype: torch.dtype,
-                         available: int | None, *, rows_setting: str = "prompts x samples per rollout") -> RolloutMemory:
+                         available: int | None, *,
+                         rows_setting: str = "prompts x samples per rollout") -> RolloutMemory:
     """Estimate a rollout's KV memory and raise before allocating when it exceeds ``available`` bytes.
 
     ``available`` None skips the check (CPU). The error names the estimate and the settings that would fit:
