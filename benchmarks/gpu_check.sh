@@ -158,7 +158,7 @@ run_step() {
       local opts=()
       # Without pytest-benchmark the repository's addopts (--benchmark-disable) would stop pytest at once.
       [ "${HAS_BENCHMARK:-1}" -eq 1 ] || opts=(-o "addopts=-ra --strict-markers --import-mode=importlib")
-      step tests $PYP -m pytest -v -p no:cacheprovider "${opts[@]}" -m "gpu or kernels" "${TEST_FILES[@]}" ;;
+      step tests $PYP -m pytest -v -p no:cacheprovider ${opts[@]+"${opts[@]}"} -m "gpu or kernels" "${TEST_FILES[@]}" ;;
     bench_generate)
       step bench_generate $PY benchmarks/bench_generate.py --skip-cpu --markdown "$OUT/bench_generate.md" ;;
     bench_grpo_step)
