@@ -16,12 +16,7 @@ from op_audit import OpAudit
 PROMPTS = ["a red apple on the left of a blue car", "two cats"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _lora_policy():

@@ -19,10 +19,10 @@ from gotr1.rollout.memory import chain_cache_slots, check_rollout_memory, rollou
 PROMPTS = ["a red apple on the left of a blue car", "two cats"]
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_the_estimate_is_what_a_rollout_allocates(monkeypatch):
     """A chain that runs to the cap (the estimate's worst case: random weights rarely sample <begin_of_image>)
     sizes both caches; with growth steps of 16 slots, 40-token chains make the chain cache grow twice."""
-    torch.set_num_threads(1)
     monkeypatch.setattr(kv_cache, "GROW_SLOTS", 16)
     monkeypatch.setattr(memory, "GROW_SLOTS", 16)
     model, processor = tiny_janus(seed=0)
