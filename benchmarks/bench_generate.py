@@ -44,6 +44,7 @@ from gotr1.kernels.sampling import sample
 from gotr1.policy.model import cache_keyword, got_token_ids, num_image_tokens, random_janus
 from gotr1.policy.tokens import format_prompt
 from gotr1.rollout import Sampling, generate_chains, generate_images
+from gotr1.rollout.kv_cache import slot_bytes
 
 PROMPTS = [
     "a red apple on the left of a blue car",
@@ -192,12 +193,6 @@ def decode_bytes(model) -> int:
     return total - emb.numel() * emb.element_size()
 
 
-def kv_bytes_per_slot(model) -> int:
-    cfg = model.config.text_config
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * model.lm_head.weight.element_size()
-
-
 # ---------------------------------------------------------------------------------------------
 # Sections
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +259,8 @@ def _floor_lines(model, image_s, steps, rows, width, device):
     """Per-step time against the bytes a step must read: weights, and weights + the slots attention reads."""
     bandwidth = copy_bandwidth(device)
     weights = decode_bytes(model)
-    kv = 2 * rows * (width + steps / 2) * kv_bytes_per_slot(model)  # CFG rows x mean span of an eager step
+    per_slot = slot_bytes(model.config.text_config, model.lm_head.weight.dtype)
+    kv = 2 * rows * (width + steps / 2) * per_slot  # CFG rows x mean span of an eager step
     step_ms = 1e3 * image_s / steps
     weight_ms, total_ms = 1e3 * weights / bandwidth, 1e3 * (weights + kv) / bandwidth
     return [
@@ -307,19 +303,20 @@ def main(argv=None):
         args.repeats, args.prompts, args.samples, args.chain_tokens = 1, 2, 2, 16
     if args.threads:
         torch.set_num_threads(args.threads)
-    tables = []
+    def emit(table: str) -> None:
+        """Print and append a section's table as soon as it is measured: a run cut short keeps what it had."""
+        print(table, flush=True)
+        if args.markdown:
+            with open(args.markdown, "a") as f:
+                f.write(table + "\n\n")
+
     with torch.no_grad():
         has_cuda = torch.cuda.is_available() and not args.cpu_only
         if not (args.skip_cpu and has_cuda):
-            tables.append(section(args.cpu_preset, 64 if args.cpu_preset == "tiny" else 384, torch.device("cpu"),
-                                  torch.float32, args))
-            print(tables[-1], flush=True)
+            emit(section(args.cpu_preset, 64 if args.cpu_preset == "tiny" else 384, torch.device("cpu"), torch.float32,
+                         args))
         if has_cuda:
-            tables.append(section(args.preset or "1b", args.image_size or 384, torch.device("cuda"), torch.bfloat16, args))
-            print(tables[-1], flush=True)
-    if args.markdown:
-        with open(args.markdown, "a") as f:
-            f.write("\n\n".join(tables) + "\n")
+            emit(section(args.preset or "1b", args.image_size or 384, torch.device("cuda"), torch.bfloat16, args))
     return 0
 
 

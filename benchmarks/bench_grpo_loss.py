@@ -11,7 +11,8 @@ step whose queue is full) and host time (how long Python takes to enqueue the st
 inputs, ratios to eager, achieved bandwidth against the traffic floor (6 bytes per bf16 logit: read once
 forward, read once and written once backward) and that bandwidth as a share of a measured device-to-device
 copy. The fused-linear row compares with the time of its
-three matmuls alone (logits, d hidden, d weight).
+three matmuls alone (logits, d hidden, d weight); its LoRA row (the head frozen, the four GoT tag rows trained)
+with the fused-linear row, whose ``[V, H]`` weight gradient it does not compute.
 
 On a machine without CUDA only the torch reference runs (Triton is not compiled there), on a small case.
 
@@ -161,6 +162,14 @@ def bench_fused_linear(B, T, H, V, device, args, rows):
         grpo_loss_reference(h @ w.t(), **inputs)[0].backward()
         h.grad = w.grad = None
 
+    # LoRA: the head frozen, only the four GoT tag rows trained (no [V, H] d W; PEFT's merged head would make one).
+    row_ids = torch.arange(4, device=device) * (V // 4)
+    tag_rows = weight[row_ids].float().requires_grad_()
+
+    def lora_rows():
+        fused_linear_grpo_loss(h, weight, **inputs, rows=tag_rows, row_ids=row_ids)[0].backward()
+        h.grad = tag_rows.grad = None
+
     d_logits = torch.randn(B * T, V, device=device, dtype=torch.bfloat16)
     h2 = hidden.detach().reshape(B * T, H)
 
@@ -173,10 +182,14 @@ def bench_fused_linear(B, T, H, V, device, args, rows):
     del d_logits
     (fused_ms, fused_host), fused_mib = time_ms(fused, device, args.quick), peak_mib(fused, device)
     (eager_ms, eager_host), eager_mib = time_ms(eager, device, args.quick), peak_mib(eager, device)
+    (rows_ms, rows_host), rows_mib = time_ms(lora_rows, device, args.quick), peak_mib(lora_rows, device)
     name = f"chain fused-linear H={H}"
     rows.append([name, B, T, V, "gotr1 fused_linear", f"{fused_ms:.2f}", f"{fused_host:.2f}", f"{fused_mib:.0f}",
                  f"{eager_ms / fused_ms:.2f}x", f"{fused_mib / eager_mib:.2f}", "",
                  f"{fused_ms / mm_ms:.2f}x its 3 matmuls ({mm_ms:.2f} ms)"])
+    rows.append([name, B, T, V, "gotr1 fused_linear, LoRA tag rows", f"{rows_ms:.2f}", f"{rows_host:.2f}",
+                 f"{rows_mib:.0f}", f"{eager_ms / rows_ms:.2f}x", f"{rows_mib / eager_mib:.2f}", "",
+                 f"{rows_ms / fused_ms:.2f}x the trained head"])
     rows.append([name, B, T, V, "eager reference", f"{eager_ms:.2f}", f"{eager_host:.2f}", f"{eager_mib:.0f}", "1.00x",
                  "1.00", "", ""])
 

@@ -3,7 +3,9 @@
 The scripts of this folder (``bench_*.py``) build the workloads; the ``test_bench_*.py`` files import them,
 so this folder goes on ``sys.path``. The repository's pytest settings add ``--benchmark-disable`` for the
 default run of ``tests/``; here ``--benchmark-only`` turns benchmarking back on (pytest-benchmark itself
-refuses the pair), unless ``--benchmark-disable`` was typed on the command line.
+refuses the pair), unless ``--benchmark-disable`` was typed on the command line. Each case's median is printed
+as soon as it is measured: pytest-benchmark writes its JSON only when the session ends, and a run cut short by
+a time limit would otherwise report nothing.
 """
 
 from __future__ import annotations
@@ -33,3 +35,15 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def compile_mode(pytestconfig) -> str:
     return pytestconfig.getoption("--bench-compile")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    yield
+    fixture = item.funcargs.get("benchmark") if call.when == "call" else None
+    stats = getattr(getattr(fixture, "stats", None), "stats", None)
+    if stats is not None:
+        info = fixture.extra_info
+        item.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"[bench] {item.nodeid}: median {stats.median * 1e3:.3f} ms ({info.get('case', '')} vs "
+            f"{info.get('baseline', '')}, {info.get('device', '')})")

@@ -24,8 +24,20 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from gotr1 import _canvas
 from gotr1.chain import Chain, ChainObject
+
+
+def _native():
+    """The compiled rasterizer ``gotr1._canvas``. Imported on first use: a source tree put on ``sys.path`` without
+    building it (``benchmarks/gpu_check.sh`` on a machine without build tools) runs everything but the canvas."""
+    try:
+        from gotr1 import _canvas
+    except ImportError as err:
+        raise ImportError("gotr1._canvas, the compiled box rasterizer, is not built: install gotr1 (`python -m pip "
+                          "install --no-build-isolation -e .` from the repository needs cmake, a C++17 compiler and "
+                          "pybind11)") from err
+    return _canvas
+
 
 # Distinct, saturated colours that stay readable on white; object k gets PALETTE[k % len(PALETTE)].
 # A larger canvas is a typo, not a layout: 8192 px per side is already 200 MB per image.
@@ -109,7 +121,7 @@ def draw_rectangles(canvas: np.ndarray, boxes, colors, width: int = 1) -> np.nda
         ``canvas``.
     """
     boxes = _as_boxes(boxes)
-    _canvas.draw_rectangles(canvas, boxes, _as_colors(colors, len(boxes)), width)
+    _native().draw_rectangles(canvas, boxes, _as_colors(colors, len(boxes)), width)
     return canvas
 
 
@@ -137,7 +149,7 @@ def layout_boxes(objects: Sequence[ChainObject], size: int) -> np.ndarray:
 
 def label_scale(size: int) -> int:
     """Font pixels per glyph pixel on a ``size``-pixel canvas: 2 at 384 (labels 20 px tall), 1 below 288."""
-    return max(1, min(_canvas.MAX_LABEL_SCALE, round(size / 192)))
+    return max(1, min(_native().MAX_LABEL_SCALE, round(size / 192)))
 
 
 def render_layouts(
@@ -200,7 +212,7 @@ def render_layouts(
         out = np.empty((len(objects), size, size, 3), dtype=np.uint8)
     elif isinstance(out, np.ndarray) and out.shape != (len(objects), size, size, 3):
         raise ValueError(f"out must have shape [N, size, size, 3] = {(len(objects), size, size, 3)}, got {out.shape}")
-    _canvas.render_layouts(
+    _native().render_layouts(
         out, boxes, colors, offsets, names, line_width, fill_alpha, label_scale(size), 0 if threads is None else threads
     )
     return out

@@ -4,17 +4,21 @@
 
 For each kernel of ``gotr1.kernels.tuning.KERNELS`` and each GoT-R1 shape (image phase: rows x 576 tokens over
 the 16384-code VQ vocabulary, with classifier-free guidance when sampling; chain phase: rows x 600 tokens
-over the 102400-token text vocabulary; rows = B*G), every configuration of the kernel's space first runs
+over the 102400-token text vocabulary; rows = B*G), every configuration of the kernel's space that can win
+(``KernelSpace.prune`` leaves out those that cannot, e.g. the row kernels' huge tiles on few warps) first runs
 once and is compared with the default configuration's output: one that disagrees (or fails to compile) is
-skipped and reported. The others are timed (median of ``triton.testing.do_bench``), the fastest is merged
-into the config file (``tuning.config_path()``, or ``--out``), and a table of default and best times is
-printed. Run it on an idle GPU; training never tunes, it only reads the file.
+skipped and reported. The others are timed (median of ``triton.testing.do_bench``), each one reported as it
+is timed, and the fastest of each case is merged into the config file (``tuning.config_path()``, or
+``--out``) before the next case starts, so a run cut short keeps what it tuned (``--budget-seconds`` stops it
+starting new configurations). A table of default and best times is printed at the end. Run it on an idle GPU;
+training never tunes, it only reads the file.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import torch
 
@@ -92,15 +96,23 @@ def _shape_args(label: str) -> dict[str, int]:
     return {k: int(v) for k, v in (part.split("=") for part in label.split())}
 
 
-def tune_case(kernel, label, run, tol):
-    """(bucket, default ms, best ms, best config, skipped [(config, why)]) of one kernel at one shape."""
+def tune_case(kernel, label, run, tol, *, deadline: float = float("inf"), log=None):
+    """(bucket, default ms, best ms, best config, skipped [(config, why)]) of one kernel at one shape.
+
+    Times the space's candidates (pruned configurations are skipped, with their reason), the default first, and
+    stops starting new ones past ``deadline`` (``time.monotonic()``); ``log(message)`` reports each one.
+    """
     from triton.testing import do_bench
 
     spec = tuning.KERNELS[kernel]
+    candidates, skipped = spec.candidates()
     reference = run(spec.default)
     torch.cuda.synchronize()
-    timed, skipped = [], []
-    for config in spec.configs():
+    timed = []
+    for n, config in enumerate(candidates, 1):
+        if time.monotonic() > deadline:
+            skipped += [(c, "time budget spent") for c in candidates[n - 1:]]
+            break
         try:
             problem = _agree(run(config), reference, tol)
         except Exception as err:  # a configuration that does not compile or run here (e.g. shared memory)
@@ -109,6 +121,9 @@ def tune_case(kernel, label, run, tol):
             skipped.append((config, problem))
             continue
         timed.append((do_bench(lambda: run(config), warmup=10, rep=50, return_mode="median"), config))
+        if log is not None:
+            log(f"{kernel} {label}: {n}/{len(candidates)} {config}: {timed[-1][0]:.3f} ms "
+                f"(best {min(t[0] for t in timed):.3f})")
     default_ms = next(ms for ms, c in timed if c == spec.default)
     best_ms, best = min(timed, key=lambda t: t[0])
     return spec.bucket(**_shape_args(label)), default_ms, best_ms, best, skipped
@@ -121,6 +136,8 @@ def main(argv=None) -> int:
                                                      f"~/.cache/gotr1/kernels.json)")
     parser.add_argument("--hidden", type=int, default=2048, help="hidden size H of the fused-linear loss")
     parser.add_argument("--rows", type=int, default=64, help="B*G, sequences per batch")
+    parser.add_argument("--budget-seconds", type=float, default=None,
+                        help="stop starting new configurations after this long (what was tuned is kept)")
     args = parser.parse_args(argv)
     shapes = [s for s in args.shapes.split(",") if s]
     if unknown := [s for s in shapes if s not in SHAPES]:
@@ -131,12 +148,23 @@ def main(argv=None) -> int:
         return 2
     device = torch.device("cuda", torch.cuda.current_device())
     name = tuning.device_name(device)
-    best, table = {}, []
+    start = time.monotonic()
+    deadline = start + (args.budget_seconds if args.budget_seconds is not None else float("inf"))
+    table, path = [], None
+
+    def log(message: str) -> None:
+        print(f"[tune {time.monotonic() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
 
     def tune(kernel, label, run, tol):
-        bucket, default_ms, best_ms, config, skipped = tune_case(kernel, label, run, tol)
-        best.setdefault(kernel, {})[bucket] = config
+        nonlocal path
+        if time.monotonic() > deadline:
+            log(f"{kernel} {label}: not tuned, time budget spent")
+            return
+        bucket, default_ms, best_ms, config, skipped = tune_case(kernel, label, run, tol, deadline=deadline, log=log)
+        path = tuning.save_tuned(name, {kernel: {bucket: config}}, args.out)  # kept if a later case is cut short
         table.append((kernel, label, default_ms, best_ms, config))
+        log(f"{kernel} {label}: best {config} {best_ms:.3f} ms (default {default_ms:.3f} ms), written to {path}; "
+            f"{len(skipped)} skipped")
         for bad, why in skipped:
             print(f"skipped {kernel} {label} {bad}: {why}", file=sys.stderr)
 
@@ -145,7 +173,6 @@ def main(argv=None) -> int:
             tune(*case)
         torch.cuda.empty_cache()
     tune(*_advantage_case(args.rows, device))
-    path = tuning.save_tuned(name, best, args.out)
     print(f"{name}: best configurations written to {path}")
     print(f"{'kernel':<14} {'shape':<18} {'default ms':>10} {'best ms':>9} {'speedup':>7}  best config")
     for kernel, label, default_ms, best_ms, config in table:

@@ -51,6 +51,8 @@ class KernelSpace:
     space: dict[str, tuple]
     default: dict[str, int]
     bucket: Callable[..., str]
+    prune: Callable[[dict], str | None] = lambda config: None
+    """Why a configuration cannot win (the tuner does not time it), or None."""
 
     def configs(self) -> list[dict[str, int]]:
         """Every configuration of the space (their cartesian product), the default first."""
@@ -58,6 +60,14 @@ class KernelSpace:
         for key, values in self.space.items():
             out = [{**c, key: v} for c in out for v in values]
         return [dict(self.default)] + [c for c in out if c != self.default]
+
+    def candidates(self) -> tuple[list[dict[str, int]], list[tuple[dict[str, int], str]]]:
+        """The configurations worth timing (the default first, always) and the pruned ones with the reason."""
+        kept, pruned = [], []
+        for config in self.configs():
+            why = None if config == self.default else self.prune(config)
+            (kept.append(config) if why is None else pruned.append((config, why)))
+        return kept, pruned
 
     def problem(self, config) -> str | None:
         """Why ``config`` is not a configuration of this space, or None if it is."""
@@ -74,11 +84,26 @@ class KernelSpace:
 # read-only forward streams best with small tiles and few warps, the read+write backward with larger ones.
 _ROW_SPACE = {"BLOCK_V": (512, 1024, 2048, 4096, 8192, 16384), "num_warps": (2, 4, 8, 16), "num_stages": (2, 3, 4)}
 
+
+def _prune_rows(config: dict, default_stages: int) -> str | None:
+    """Row-kernel configurations that cannot win, from their sm_90 builds (``python -m gotr1.kernels.aot --space``):
+    ``num_stages`` changes no instruction (the loops have no ``tl.dot`` to pipeline: the three builds are the same
+    binary, so timing them apart times noise); above 64 elements of a tile per thread the kernel holds 96-255
+    registers, a few warps per SM; below 4 a thread loads less than 8 bytes at a time."""
+    per_thread = config["BLOCK_V"] // (32 * config["num_warps"])
+    if config["num_stages"] != default_stages:
+        return f"num_stages={config['num_stages']} builds the same binary as {default_stages}"
+    if per_thread > 64:
+        return f"{per_thread} elements per thread: 96+ registers"
+    if per_thread < 4:
+        return f"{per_thread} elements per thread: loads under 8 bytes"
+    return None
+
 KERNELS: dict[str, KernelSpace] = {k.name: k for k in (
     KernelSpace("grpo_forward", _ROW_SPACE, {"BLOCK_V": 2048, "num_warps": 4, "num_stages": 3},
-                lambda *, V: f"V{_pow2(V)}"),
+                lambda *, V: f"V{_pow2(V)}", lambda config: _prune_rows(config, 3)),
     KernelSpace("grpo_backward", _ROW_SPACE, {"BLOCK_V": 8192, "num_warps": 8, "num_stages": 3},
-                lambda *, V: f"V{_pow2(V)}"),
+                lambda *, V: f"V{_pow2(V)}", lambda config: _prune_rows(config, 3)),
     # Logits held per chunk of the fused-linear loss; every chunk re-reads d W, so bigger is faster up to
     # the point where the matmuls are large anyway. 512 MiB measured 1.22x the three matmuls (one chunk: 1.21x).
     KernelSpace("fused_linear", {"chunk_mib": (128, 256, 512, 1024, 2048)}, {"chunk_mib": 512},

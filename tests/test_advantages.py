@@ -7,6 +7,10 @@ import torch
 
 from gotr1.kernels.advantages import group_advantages, group_advantages_reference
 
+# CUDA tensors where a GPU is present (compiled kernels), the interpreter elsewhere: `-m kernels` selects this
+# suite, so that benchmarks/gpu_check.sh runs it compiled.
+pytestmark = pytest.mark.kernels
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 

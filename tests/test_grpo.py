@@ -21,7 +21,7 @@ from gotr1.policy.forward import teacher_forced_hidden
 from gotr1.policy.model import got_token_ids, load_policy, tiny_janus
 from gotr1.policy.tokens import LogProbs
 from gotr1.rewards.policy_reward import RuleReward
-from gotr1.rollout import Sampling
+from gotr1.rollout import Sampling, rollout
 
 PROMPTS = ["a red square on the left of a blue circle", "two green triangles", "a yellow circle above a black square",
            "a pink square and a brown triangle"]
@@ -62,6 +62,35 @@ def test_one_step_changes_the_policy_and_logs_every_metric(tmp_path, beta):
     assert (tmp_path / "step-0000001" / "model" / "adapter_model.safetensors").is_file()
 
 
+def _bf16_step(tmp_path, monkeypatch, rollout_precision: str) -> dict:
+    """One LoRA step under CPU bf16 autocast (``mixed_precision="bf16"``: what CUDA runs), its rollout in
+    ``rollout_precision``; adapters and tag rows moved off their initial values so that LoRA counts."""
+    import gotr1.grpo.trainer as grpo_trainer
+    from gotr1.policy.precision import autocast
+
+    monkeypatch.setattr(grpo_trainer, "autocast", lambda device_type, _: autocast(device_type, rollout_precision))
+    cfg = _config(tmp_path, mixed_precision="bf16", beta=0.04, max_steps=1, prompts_per_step=3, group_size=4)
+    trainer = GRPOTrainer(*tiny_janus(seed=0), length_reward, cfg, PROMPTS)
+    with torch.no_grad():
+        for param in (p for p in trainer.model.parameters() if p.requires_grad):
+            param.add_(torch.randn_like(param) * 0.05)
+    metrics = trainer.train_step()
+    trainer.close()
+    return metrics
+
+
+def test_bf16_rollout_and_loss_agree_on_policy(tmp_path, monkeypatch):
+    """Rollout, log-prob passes and loss run in one precision, so the first iteration is on-policy: the ratio is 1
+    and the rollout's log-probs equal the trainer's within bf16 rounding (kernels of other shapes round
+    differently: ~0.004 mean here). A rollout left in float32 while the loss runs in bf16 (the mismatch the
+    shared precision removes) misses by several times that."""
+    agreed = _bf16_step(tmp_path / "agreed", monkeypatch, "bf16")
+    assert abs(agreed["ratio_mean"] - 1.0) < 2**-8, agreed["ratio_mean"]
+    assert agreed["logprob_gap_mean"] < 0.012, agreed["logprob_gap_mean"]
+    mismatched = _bf16_step(tmp_path / "mismatched", monkeypatch, "off")
+    assert mismatched["logprob_gap_mean"] > 2 * agreed["logprob_gap_mean"], (mismatched, agreed)
+
+
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo"])
 def test_micro_batched_update_equals_one_big_batch_reference(tmp_path, loss_type):
     cfg = _config(tmp_path, loss_type=loss_type, micro_batch_size=2, beta=0.04, use_lora=False)
@@ -98,6 +127,26 @@ def test_micro_batched_update_equals_one_big_batch_reference(tmp_path, loss_type
     assert micro.keys() == big.keys()
     for name in big:
         torch.testing.assert_close(micro[name], big[name].to(micro[name].dtype), rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_an_update_reads_the_device_once_not_per_micro_batch(tmp_path):
+    """Three micro-batches cost no more host synchronisations than one, beyond the three at most each forward
+    needs (the fused loss counting its tokens, transformers checking its padding mask once or twice): the metric
+    sums stay on the device until the end (they were ~20 reads per micro-batch)."""
+    from op_audit import OpAudit
+
+    model, processor = tiny_janus(seed=0)
+    tokens = got_token_ids(processor)
+    r = rollout(model, processor, PROMPTS[:2], 3, Sampling(max_chain_tokens=6, seed=1), decode=False)
+    advantages = torch.linspace(-1.0, 1.0, len(r))
+    syncs = []
+    for micro in (6, 2):
+        cfg = _config(tmp_path, micro_batch_size=micro, use_lora=False)
+        with OpAudit() as audit:
+            loss_and_backward(model, r, advantages, old=r.logprobs, ref=r.logprobs, config=cfg,
+                              normalizer=loss_normalizer(r, cfg, len(r), 100), tokens=tokens)
+        syncs.append(len(audit.kinds("host_sync", "data_dependent")))
+    assert syncs[1] - syncs[0] <= 2 * 3, (syncs, audit.findings)
 
 
 def test_kill_and_resume_continues_with_the_same_prompts_and_streams(tmp_path):
@@ -156,6 +205,8 @@ def test_bad_configuration_is_rejected_with_the_field_name(tmp_path):
         _config(tmp_path, temperature=0)
     with pytest.raises(ValueError, match=r"GRPOConfig.top_p must be in \(0, 1\] or None"):
         _config(tmp_path, top_p=1.5)
+    with pytest.raises(ValueError, match=r"GRPOConfig.mixed_precision must be one of"):
+        _config(tmp_path, mixed_precision="fp16")
 
 
 def test_the_config_samples_with_its_own_fields_and_sampling_defaults():

@@ -19,6 +19,10 @@ from gotr1.kernels.grpo_loss import (
     selective_logprobs_reference,
 )
 
+# CUDA tensors where a GPU is present (compiled kernels), the interpreter elsewhere: `-m kernels` selects this
+# suite, so that benchmarks/gpu_check.sh runs it compiled.
+pytestmark = pytest.mark.kernels
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 GRAD_RTOL = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 1e-2}
 VALUE_TOL = dict(rtol=2e-5, atol=2e-5)
@@ -243,6 +247,57 @@ def test_fused_linear_frozen_head():
                                       batch["advantages"], batch["old_logp"], None, beta=0.0)
     ref_loss.backward()
     torch.testing.assert_close(d_hidden.double(), h64.grad, rtol=1e-4, atol=1e-4 * h64.grad.abs().max().item())
+
+
+@pytest.mark.parametrize(("dtype", "importance_level", "reduction"), [
+    (torch.float32, "token", "mean"),  # one pass: gradients computed in the forward
+    (torch.float32, "sequence", "none"),  # two passes: recomputed in the backward
+    (torch.bfloat16, "token", "mean"),
+])
+def test_fused_linear_trained_rows_of_a_frozen_head(dtype, importance_level, reduction):
+    """A frozen head with a few trained rows (LoRA's GoT tag rows): the loss and the gradients of the hidden
+    states and of the rows equal the reference's over the merged head, and no head-sized gradient is formed."""
+    B, T, H, V = 3, 6, 16, 1000
+    batch = make_batch(B, T, V, torch.float32)
+    hidden = torch.randn(B, T, H, device=DEVICE).to(dtype).requires_grad_()
+    weight = (torch.randn(V, H, device=DEVICE) / H**0.5).to(dtype)
+    row_ids = torch.tensor([3, 998, 17, 500], device=DEVICE)
+    rows = (torch.randn(4, H, device=DEVICE) / H**0.5).requires_grad_()  # float32, as PEFT keeps them
+    batch["token_ids"][0, :2] = row_ids[:2]  # targets among the trained rows too
+    kwargs = dict(importance_level=importance_level, reduction=reduction, beta=0.04, temperature=0.9)
+    loss, metrics = fused_linear_grpo_loss(hidden, weight, batch["token_ids"], batch["mask"], batch["advantages"],
+                                           batch["old_logp"], batch["ref_logp"], rows=rows, row_ids=row_ids,
+                                           chunk_size=5, **kwargs)
+    (loss if loss.dim() == 0 else loss.sum()).backward()
+    assert rows.grad.dtype == torch.float32 and weight.grad is None
+
+    h64, r64 = hidden.detach().double().requires_grad_(), rows.detach().double().requires_grad_()
+    logits = h64 @ weight.double().index_copy(0, row_ids, r64.to(dtype).double()).t()
+    if dtype != torch.float32:  # the kernel path rounds the logits to the model's dtype
+        logits = logits + (logits.detach().to(dtype).double() - logits.detach())
+    ref_loss, _ = grpo_loss_reference(logits, batch["token_ids"], batch["mask"], batch["advantages"],
+                                      batch["old_logp"], batch["ref_logp"], **kwargs)
+    (ref_loss if ref_loss.dim() == 0 else ref_loss.sum()).backward()
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    torch.testing.assert_close(loss.double(), ref_loss.detach(), rtol=tol, atol=tol)
+    for got, ref, name in ((hidden.grad, h64.grad, "hidden"), (rows.grad, r64.grad, "rows")):
+        torch.testing.assert_close(got.double(), ref, rtol=tol, atol=tol * ref.abs().max().item(),
+                                   msg=lambda m: f"d {name}: {m}")
+
+
+def test_fused_linear_trained_rows_bad_input():
+    batch = make_batch(2, 3, 10, torch.float32, device="cpu")
+    del batch["logits"]
+    hidden, weight = torch.zeros(2, 3, 8), torch.zeros(10, 8)
+    rows, ids = torch.zeros(2, 8), torch.tensor([1, 2])
+    with pytest.raises(ValueError, match="together"):
+        fused_linear_grpo_loss(hidden, weight, **batch, rows=rows)
+    with pytest.raises(ValueError, match="rows must be"):
+        fused_linear_grpo_loss(hidden, weight, **batch, rows=torch.zeros(2, 7), row_ids=ids)
+    with pytest.raises(ValueError, match="row_ids"):
+        fused_linear_grpo_loss(hidden, weight, **batch, rows=rows, row_ids=ids.int())
+    with pytest.raises(ValueError, match="frozen"):
+        fused_linear_grpo_loss(hidden, weight.requires_grad_(), **batch, rows=rows, row_ids=ids)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -256,3 +256,47 @@ def test_gotr1_tune_kernels_without_a_gpu_says_so_and_exits_2(capsys):
 
     assert main(["tune-kernels", "--shapes", "image"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The tuner's loop (the GPU stood in for: what it runs, prunes, reports and writes)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_pruning_keeps_the_default_and_leaves_out_what_cannot_win():
+    for spec in tuning.KERNELS.values():
+        kept, pruned = spec.candidates()
+        assert kept[0] == spec.default and len(kept) + len(pruned) == len(spec.configs())
+    kept, pruned = tuning.KERNELS["grpo_backward"].candidates()
+    assert len(kept) == 18 and {"BLOCK_V": 16384, "num_warps": 2, "num_stages": 3} in [c for c, _ in pruned]
+    assert all(c["num_stages"] == 3 for c in kept)
+
+
+def test_the_tuner_writes_each_case_as_it_finishes_and_times_no_pruned_config(tmp_path, monkeypatch, capsys):
+    from gotr1.kernels import tune
+
+    out, ran = tmp_path / "kernels.json", []
+
+    def cases(shape, rows, hidden, device):
+        def run(config):
+            ran.append(config)
+            return (torch.ones(2),)
+
+        yield "grpo_forward", "V=102400", run, 1e-5
+        yield "grpo_backward", "V=102400", lambda config: (_ for _ in ()).throw(RuntimeError("device lost")), 1e-5
+
+    fake_ms = lambda fn, **kw: 1.0 if ran[-1] == tuning.KERNELS["grpo_forward"].default else 0.5 + ran[-1]["BLOCK_V"] / 1e5
+    monkeypatch.setattr(tune, "_cases", cases)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(tuning, "device_name", lambda device: "Stand-in GPU")
+    monkeypatch.setattr("triton.testing.do_bench", fake_ms)
+    with pytest.raises(RuntimeError, match="device lost"):  # the second case dies: the first one is on disk
+        tune.main(["--shapes", "chain", "--out", str(out)])
+    stored = json.loads(out.read_text())["devices"]["Stand-in GPU"]
+    assert stored == {"grpo_forward": {"V131072": {"BLOCK_V": 512, "num_warps": 2, "num_stages": 3}}}  # the fastest
+    kept, pruned = tuning.KERNELS["grpo_forward"].candidates()
+    assert not any(c in ran for c, _ in pruned) and all(c in ran for c in kept)
+    progress = capsys.readouterr().err
+    assert f"{len(kept)}/{len(kept)}" in progress and "written to" in progress

@@ -1,7 +1,8 @@
 """gotr1.kernels.sampling: the fused CFG / temperature / top-k / top-p sampler against its torch reference.
 
 On CPU the Triton kernel runs under the interpreter (tests/conftest.py sets TRITON_INTERPRET=1), so the same
-kernel code is checked here and, in the ``gpu`` tests, compiled on CUDA. Distribution tests replicate one
+kernel code is checked here; on a GPU machine every test runs on CUDA tensors, so the compiled kernel is
+(``-m kernels``, as benchmarks/gpu_check.sh runs it), and the ``gpu`` tests add the production shapes. Distribution tests replicate one
 logits row over thousands of rows in ONE call: rows draw independently, so that is thousands of draws.
 """
 
@@ -14,7 +15,19 @@ import torch
 
 from gotr1.kernels.sampling import guided_logits_reference, kept_mask_reference, sample, sample_reference
 
+# CUDA tensors where a GPU is present (compiled kernels), the interpreter elsewhere: `-m kernels` selects this
+# suite, so that benchmarks/gpu_check.sh runs it compiled.
+pytestmark = pytest.mark.kernels
+
 NEG_INF = float("-inf")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _on_the_kernels_device():
+    """The tensors a test makes land on CUDA where a GPU is present: the compiled kernel is what it checks there."""
+    with torch.device(DEVICE):
+        yield
 
 
 def _reference_logprobs(cond, uncond, guidance, temperature, top_k=None, top_p=None):

@@ -18,7 +18,9 @@ and more prompts drawn, at most ``max_extra_rollouts`` more rollouts a step; the
 passes then follow the last scoring instead of overlapping it); masking of chains cut by the cap; truncated
 importance sampling against the rollout (``tis_cap``); an entropy bonus and high-entropy-token selection.
 Every step the trainer's teacher-forced log-probs of the rollout are computed and their gap to the rollout's
-logged (``logprob_gap_mean``, ``logprob_gap_max``).
+logged (``logprob_gap_mean``, ``logprob_gap_max``); rollout, log-prob passes and loss share one precision
+(``mixed_precision``), so the gap is rounding. Before the first step the rollout's KV memory is estimated for
+chains at the cap and checked against the device (:mod:`gotr1.rollout.memory`).
 
 Distributed: under ``torchrun`` (with ``torch.distributed`` initialised by the caller, see ``gotr1 grpo``)
 each rank generates whole groups; rewards are gathered so advantages and loss normalisation are global,
@@ -56,7 +58,8 @@ from gotr1.grpo.update import (
     truncated_chains,
 )
 from gotr1.kernels.grpo_loss import METRIC_NAMES, group_advantages
-from gotr1.policy.model import got_token_ids
+from gotr1.policy.model import got_token_ids, janus_parts
+from gotr1.policy.precision import autocast, autocast_dtype
 from gotr1.policy.sharding import (
     full_model_state,
     full_optimizer_state,
@@ -66,12 +69,14 @@ from gotr1.policy.sharding import (
     release,
     shard_policy,
 )
-from gotr1.policy.tokens import LogProbs
+from gotr1.policy.tokens import LogProbs, encode_prompt
 from gotr1.rewards.combine import nan_stat
 from gotr1.rewards.policy_reward import JudgeUnavailableError, ScoredBatch, as_policy_reward
 from gotr1.rewards.worker import RewardWorker
 from gotr1.rollout.batches import Rollout
 from gotr1.rollout.generate import rollout
+from gotr1.rollout.kv_cache import decoder_weight
+from gotr1.rollout.memory import RolloutMemory, available_bytes, check_rollout_memory
 from gotr1.train.checkpoint import read_trainer_state
 from gotr1.train.distributed import gather_rows, rank_and_world, sum_over_ranks
 from gotr1.train.shell import TrainerShell
@@ -131,6 +136,25 @@ class GRPOTrainer(TrainerShell):
 
             self.tb = SummaryWriter(self.output_dir / "tb")
         self.reward_worker = RewardWorker(self.reward)
+        self.rollout_memory = self._check_rollout_memory()
+
+    def _check_rollout_memory(self) -> RolloutMemory:
+        """The worst-case KV memory of this rank's rollouts (every chain at the cap, the widest prompt), checked
+        before the first step against what the device can still allocate, less the AdamW state the first step
+        will add; a rollout that cannot fit stops here, with the settings that would."""
+        cfg = self.config
+        janus = janus_parts(self.model)
+        width = max(len(encode_prompt(self.processor.tokenizer, p, self.tokens.bos)) for p in self.prompts)
+        dtype = autocast_dtype(self.device.type, cfg.mixed_precision, decoder_weight(janus.model.language_model).dtype)
+        available = available_bytes(self.device)
+        if available is not None:
+            local = [p.to_local() if hasattr(p, "to_local") else p for p in self.model.parameters()]
+            available -= 2 * sum(p.numel() * p.element_size() for p in local if p.requires_grad)  # AdamW's moments
+            if cfg.fsdp:  # the rollout gathers every weight in bf16
+                available -= 2 * sum(p.numel() for p in self.model.parameters())
+        rows = cfg.prompts_per_step // self.world * cfg.group_size
+        return check_rollout_memory(janus.config, rows, width, cfg.sampling, dtype, available,
+                                    rows_setting=f"prompts_per_step x group_size / {self.world} rank(s)")
 
     def _check_resumable(self, checkpoint: Path) -> None:
         saved_fsdp = read_trainer_state(checkpoint).get("fsdp", False)
@@ -149,7 +173,7 @@ class GRPOTrainer(TrainerShell):
         cfg = self.config
         self.model.eval()
         try:
-            with gathered(self.model):
+            with gathered(self.model), autocast(self.device.type, cfg.mixed_precision):
                 stream = self.step + extra * _EXTRA_ROLLOUT_STREAM  # an extra rollout gets noise of its own
                 sampling = cfg.sampling.with_seed(cfg.seed * 1_000_003 + stream * self.world + self.rank)
                 return rollout(self.model, self.processor, prompts, cfg.group_size, sampling,

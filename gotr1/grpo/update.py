@@ -16,12 +16,15 @@ importance-sampling weights, high-entropy tokens).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from gotr1.kernels.grpo_loss import METRIC_NAMES, fused_linear_grpo_loss, grpo_loss, selective_logprobs
 from gotr1.policy.forward import teacher_forced_hidden
+from gotr1.policy.lora import trainable_rows
 from gotr1.policy.model import GoTTokens, janus_parts
+from gotr1.policy.precision import autocast, autocast_dtype
 from gotr1.policy.tokens import LogProbs, TokenBatch, unconditional
 
 
@@ -59,14 +62,6 @@ class TokenSelection:
         return int(self.chain.sum()) * config.chain_loss + int(self.image.sum()) * config.image_loss
 
 
-def text_head_weight(janus) -> torch.Tensor:
-    """The text head's effective ``[V, H]`` weight, trained GoT tag rows of a LoRA policy included."""
-    head = janus.lm_head
-    if hasattr(head, "get_merged_weights") and not getattr(head, "disable_adapters", False):
-        return head.get_merged_weights(head.active_adapters)
-    return head.weight
-
-
 def image_logits(model, batch: TokenBatch, image_hidden: torch.Tensor, guidance: float | None, tokens: GoTTokens):
     """Generation-head logits ``[B, N, V_img]``; CFG-mixed ``u + s (c - u)`` when ``guidance`` is given."""
     janus = janus_parts(model)
@@ -82,7 +77,8 @@ def image_logits(model, batch: TokenBatch, image_hidden: torch.Tensor, guidance:
 @torch.no_grad()
 def policy_logprobs(model, batch: TokenBatch, config, tokens: GoTTokens, *,
                     with_entropy: bool = False) -> LogProbs | tuple[LogProbs, LogProbs]:
-    """Log-probs of the batch's tokens under ``model`` (old or reference policy), micro-batched, no grad.
+    """Log-probs of the batch's tokens under ``model`` (old or reference policy), micro-batched, no grad, in the
+    precision of the rollout and the loss (``config.mixed_precision``).
 
     With ``with_entropy``, also each position's entropy of ``softmax(logits / temperature)``, float32 in the
     same ``[B, T]`` / ``[B, N]`` layout: ``(logprobs, entropies)``.
@@ -90,12 +86,13 @@ def policy_logprobs(model, batch: TokenBatch, config, tokens: GoTTokens, *,
     janus = janus_parts(model)
     guidance = config.guidance if config.cfg_in_loss else None
     chains, images = [], []  # (log-probs, entropies or None) per micro-batch
-    for start in range(0, len(batch), config.micro_batch_size):
-        part = batch.rows(slice(start, start + config.micro_batch_size))
-        chain_hidden, image_hidden = teacher_forced_hidden(model, part)
-        chains.append(_selected(janus.lm_head(chain_hidden), part.chain_ids, config.temperature, with_entropy))
-        logits = image_logits(model, part, image_hidden, guidance, tokens)
-        images.append(_selected(logits, part.image_ids, config.temperature, with_entropy))
+    with autocast(batch.prompt_ids.device.type, config.mixed_precision):
+        for start in range(0, len(batch), config.micro_batch_size):
+            part = batch.rows(slice(start, start + config.micro_batch_size))
+            chain_hidden, image_hidden = teacher_forced_hidden(model, part)
+            chains.append(_selected(janus.lm_head(chain_hidden), part.chain_ids, config.temperature, with_entropy))
+            logits = image_logits(model, part, image_hidden, guidance, tokens)
+            images.append(_selected(logits, part.image_ids, config.temperature, with_entropy))
     logprobs = LogProbs(torch.cat([c[0] for c in chains]), torch.cat([i[0] for i in images]))
     if not with_entropy:
         return logprobs
@@ -204,8 +201,10 @@ def loss_and_backward(model, batch: TokenBatch, advantages: torch.Tensor, *, old
     the tokens the policy sampled; a ``<begin_of_image>`` appended at the length cap was not sampled and is
     not scored), image tokens where ``selection.image`` is (default: all), each weighted by the selection's
     weights. ``old`` / ``ref`` are the old and reference policies' log-probs (None: the current policy's,
-    detached / no KL term). Returns the summed loss contribution and token-weighted metric sums (divide by
-    ``num_tokens``; ``entropy_chain`` by ``chain_tokens``, ``entropy_image`` by ``image_tokens``).
+    detached / no KL term). Every forward runs in ``config.mixed_precision``, as the rollout and
+    :func:`policy_logprobs` do. Returns the summed loss contribution and token-weighted metric sums (divide by
+    ``num_tokens``; ``entropy_chain`` by ``chain_tokens``, ``entropy_image`` by ``image_tokens``), read from the
+    device once, after the last micro-batch.
     """
     janus = janus_parts(model)
     guidance = config.guidance if config.cfg_in_loss else None
@@ -217,45 +216,52 @@ def loss_and_backward(model, batch: TokenBatch, advantages: torch.Tensor, *, old
                   importance_level=config.importance_level, reduction="none")
     if config.loss_type == "cispo":
         common["cispo_eps_high"] = config.cispo_eps_high
-    device_type = batch.prompt_ids.device.type  # not the head's weight: a LoRA head merges it on access
-    totals = {"loss": 0.0, "num_tokens": 0.0, **{name: 0.0 for name in METRIC_NAMES},
-              "entropy_chain": 0.0, "chain_tokens": 0.0, "entropy_image": 0.0, "image_tokens": 0.0}
+    device_type = batch.prompt_ids.device.type
+    precision = partial(autocast, device_type, config.mixed_precision)
+    # float64 sums on the device, read once at the end: a float() per metric would stall the queue ~20 times
+    # per micro-batch.
+    names = ("loss", "num_tokens", *METRIC_NAMES, "entropy_chain", "chain_tokens", "entropy_image", "image_tokens")
+    totals = torch.zeros(len(names), dtype=torch.float64, device=batch.prompt_ids.device)
+    at = {name: i for i, name in enumerate(names)}
     for start in range(0, len(batch), config.micro_batch_size):
         index = slice(start, start + config.micro_batch_size)
         part, adv, chosen = batch.rows(index), advantages[index], selection.rows(index)
         part_old, part_ref = (None if old is None else old.rows(index)), (None if ref is None else ref.rows(index))
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+        with precision():
             chain_hidden, image_hidden = teacher_forced_hidden(model, part)
         sums, counts, metrics = [], [], []
         if config.chain_loss:
-            weight = text_head_weight(janus)
+            # A LoRA head: its trained GoT tag rows over the frozen weight (the fused loss trains only those rows).
+            weight, row_ids, rows = trainable_rows(janus.lm_head) or (janus.lm_head.weight, None, None)
+            dtype = autocast_dtype(device_type, config.mixed_precision, weight.dtype)  # the rollout's head's
             loss, m = fused_linear_grpo_loss(
-                chain_hidden.to(weight.dtype), weight, part.chain_ids, chosen.chain, adv,
+                chain_hidden.to(dtype), weight.to(dtype), part.chain_ids, chosen.chain, adv,
                 None if part_old is None else part_old.chain, None if part_ref is None else part_ref.chain,
-                temperature=config.temperature, token_weights=chosen.chain_weights, **common)
+                temperature=config.temperature, token_weights=chosen.chain_weights, rows=rows, row_ids=row_ids,
+                **common)
             sums.append(loss), counts.append(m["token_counts"]), metrics.append(m)
-            totals["entropy_chain"] += float(m["entropy_mean"]) * float(m["num_tokens"])
-            totals["chain_tokens"] += float(m["num_tokens"])
+            totals[at["entropy_chain"]] += m["entropy_mean"].double() * m["num_tokens"].double()
+            totals[at["chain_tokens"]] += m["num_tokens"].double()
         if config.image_loss:
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+            with precision():
                 logits = image_logits(model, part, image_hidden, guidance, tokens)
             loss, m = grpo_loss(
                 logits, part.image_ids, chosen.image, adv,
                 None if part_old is None else part_old.image, None if part_ref is None else part_ref.image,
                 temperature=config.temperature, token_weights=chosen.image_weights, **common)
             sums.append(loss), counts.append(m["token_counts"]), metrics.append(m)
-            totals["entropy_image"] += float(m["entropy_mean"]) * float(m["num_tokens"])
-            totals["image_tokens"] += float(m["num_tokens"])
+            totals[at["entropy_image"]] += m["entropy_mean"].double() * m["num_tokens"].double()
+            totals[at["image_tokens"]] += m["num_tokens"].double()
         seq_sum, seq_count = sum(sums), sum(counts).to(torch.float32)
         if normalizer.per_sequence:
             loss = (seq_sum / seq_count.clamp_min(1)).sum() / normalizer.scale
         else:
             loss = seq_sum.sum() / normalizer.scale
         loss.backward()
-        totals["loss"] += float(loss.detach())
+        totals[at["loss"]] += loss.detach().double()
         for m in metrics:
-            n = float(m["num_tokens"])
-            totals["num_tokens"] += n
+            n = m["num_tokens"].double()
+            totals[at["num_tokens"]] += n
             for name in METRIC_NAMES:
-                totals[name] += float(m[name]) * n
-    return totals
+                totals[at[name]] += m[name].double() * n
+    return dict(zip(names, totals.tolist()))

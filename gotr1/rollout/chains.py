@@ -8,6 +8,10 @@ is generated at once: :func:`generate_chains` left-pads the prompts (in the form
 ``Sampling.max_chain_tokens``) and stops advancing while the others go on. The cache is kept for the image
 phase (:mod:`gotr1.rollout.images`); :func:`gotr1.rollout.generate.rollout` runs both.
 
+Before the cache is allocated its worst-case size is checked against the device's free memory
+(:mod:`gotr1.rollout.memory`). With LoRA, the trained GoT tag rows are merged into the embedding and the text head
+once for the whole phase (:func:`gotr1.policy.lora.merged_tag_rows`), not rebuilt by PEFT at every token.
+
 Sampling goes through ``gotr1.kernels.sampling.sample``, whose noise is keyed by ``(seed, row, step)``:
 row ``i * num_samples + s`` holds sample ``s`` of prompt ``i``, so samples of one prompt differ and a
 rollout is reproducible for a fixed seed *and batch layout* (the same prompts in the same order with the
@@ -24,10 +28,13 @@ import torch
 
 from gotr1.chain import parse_chain
 from gotr1.kernels.sampling import sample
+from gotr1.policy.lora import merged_tag_rows
 from gotr1.policy.model import got_token_ids, janus_parts, num_image_tokens
+from gotr1.policy.precision import compute_dtype
 from gotr1.policy.tokens import encode_prompt, pad_sequences
 from gotr1.rollout.batches import ChainBatch
-from gotr1.rollout.kv_cache import LlamaStepper, RowCache
+from gotr1.rollout.kv_cache import LlamaStepper, RowCache, decoder_weight
+from gotr1.rollout.memory import available_bytes, chain_cache_slots, check_rollout_memory
 from gotr1.rollout.sampling import Sampling
 
 # Chain steps between host checks that every row has finished.
@@ -59,6 +66,46 @@ def _encode_prompts(janus, tokenizer, prompts, num_samples, cap, bos):
     return pad_sequences([ids for ids in encoded for _ in range(num_samples)], tokenizer.pad_token_id, left=True)
 
 
+def _decode(janus, prompt_ids, prompt_mask, sampling: Sampling, tokens):
+    """Prefill the prompts and sample every row's chain: (cache, chain ids, log-probs, sampled mask ``[B, cap + 1]``,
+    lengths ``[B]``, hidden state at each ``<begin_of_image>`` ``[B, H]``)."""
+    cap = sampling.max_chain_tokens
+    lm = janus.model.language_model
+    embed, head, stepper = janus.get_input_embeddings(), janus.lm_head, LlamaStepper(lm)
+    rows, device = prompt_ids.shape[0], prompt_ids.device
+    dtype = compute_dtype(decoder_weight(lm))
+    check_rollout_memory(janus.config, rows, prompt_ids.shape[1], sampling, dtype, available_bytes(device))
+    cache = RowCache.allocate(lm, rows, chain_cache_slots(prompt_ids.shape[1], cap), dtype=dtype)
+
+    hidden = stepper.prefill(cache, embed(prompt_ids), prompt_mask)[:, -1]
+    chain_ids = torch.full((rows, cap + 1), tokens.pad, dtype=torch.long, device=device)
+    logprobs = torch.zeros((rows, cap + 1), dtype=torch.float32, device=device)
+    sampled = torch.zeros((rows, cap + 1), dtype=torch.bool, device=device)
+    lengths = torch.zeros(rows, dtype=torch.long, device=device)
+    boi_hidden = torch.empty_like(hidden)
+    live = torch.ones(rows, dtype=torch.bool, device=device)
+    for t in range(cap + 1):
+        if t < cap:
+            ids, logp = sample(head(hidden), None, temperature=sampling.temperature, top_k=sampling.top_k,
+                               top_p=sampling.top_p, seed=sampling.seed, step=t)
+            fed = torch.where(live, ids, tokens.pad)
+            logprobs[:, t] = torch.where(live, logp.float(), 0.0)
+            sampled[:, t] = live
+        else:  # the cap: rows still writing get <begin_of_image> appended
+            fed = torch.where(live, tokens.boi, tokens.pad)
+        chain_ids[:, t] = fed
+        lengths += live
+        hidden = stepper.step(cache, embed(fed), live)
+        ends = live & (fed == tokens.boi)
+        boi_hidden = torch.where(ends[:, None], hidden, boi_hidden)
+        live &= ~ends
+        # Asking the device whether all rows are done stalls the launch queue, so ask every few steps;
+        # finished rows only idle through the extra steps.
+        if t % _DONE_CHECK_EVERY == _DONE_CHECK_EVERY - 1 and not bool(live.any()):
+            break
+    return cache, chain_ids, logprobs, sampled, lengths, boi_hidden
+
+
 @torch.no_grad()
 def generate_chains(model, processor, prompts: list, num_samples: int = 1, sampling: Sampling = Sampling()) -> ChainBatch:
     """Sample GoT reasoning chains for every prompt ``num_samples`` times, in one batch.
@@ -87,40 +134,12 @@ def generate_chains(model, processor, prompts: list, num_samples: int = 1, sampl
     tokens = got_token_ids(processor)
     tokenizer = processor.tokenizer
     prompt_ids, prompt_mask = _encode_prompts(janus, tokenizer, prompts, num_samples, cap, tokens.bos)
-    lm = janus.model.language_model
-    device = lm.embed_tokens.weight.device
+    device = decoder_weight(janus.model.language_model).device
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    embed, head = janus.get_input_embeddings(), janus.lm_head
-    stepper = LlamaStepper(lm)
     rows = prompt_ids.shape[0]
-    cache = RowCache.allocate(lm, rows, prompt_ids.shape[1] + min(cap + 1, 256))
-
-    hidden = stepper.prefill(cache, embed(prompt_ids), prompt_mask)[:, -1]
-    chain_ids = torch.full((rows, cap + 1), tokens.pad, dtype=torch.long, device=device)
-    logprobs = torch.zeros((rows, cap + 1), dtype=torch.float32, device=device)
-    sampled = torch.zeros((rows, cap + 1), dtype=torch.bool, device=device)
-    lengths = torch.zeros(rows, dtype=torch.long, device=device)
-    boi_hidden = torch.empty_like(hidden)
-    live = torch.ones(rows, dtype=torch.bool, device=device)
-    for t in range(cap + 1):
-        if t < cap:
-            ids, logp = sample(head(hidden), None, temperature=sampling.temperature, top_k=sampling.top_k,
-                               top_p=sampling.top_p, seed=sampling.seed, step=t)
-            fed = torch.where(live, ids, tokens.pad)
-            logprobs[:, t] = torch.where(live, logp.float(), 0.0)
-            sampled[:, t] = live
-        else:  # the cap: rows still writing get <begin_of_image> appended
-            fed = torch.where(live, tokens.boi, tokens.pad)
-        chain_ids[:, t] = fed
-        lengths += live
-        hidden = stepper.step(cache, embed(fed), live)
-        ends = live & (fed == tokens.boi)
-        boi_hidden = torch.where(ends[:, None], hidden, boi_hidden)
-        live &= ~ends
-        # Asking the device whether all rows are done stalls the launch queue, so ask every few steps;
-        # finished rows only idle through the extra steps.
-        if t % _DONE_CHECK_EVERY == _DONE_CHECK_EVERY - 1 and not bool(live.any()):
-            break
+    with merged_tag_rows(model):
+        cache, chain_ids, logprobs, sampled, lengths, boi_hidden = _decode(janus, prompt_ids, prompt_mask, sampling,
+                                                                           tokens)
     width = int(lengths.max())
     cache.length = int(cache.cursor.max())  # drop the slots of idle steps from what attention will read
     chain_ids, logprobs, sampled = chain_ids[:, :width], logprobs[:, :width], sampled[:, :width]

@@ -22,6 +22,7 @@ def rollout(model, processor, prompts: list, num_samples: int, sampling: Samplin
     ``sampling`` serves both phases (the chain seed is ``sampling.seed``; the image phase draws from its own
     stream of the same seed); ``logprob_of`` / ``cuda_graph`` go to
     :func:`~gotr1.rollout.images.generate_images`; ``decode=False`` skips the VQ decoder (``images`` is None).
+    It computes in the ambient autocast: GRPO runs it inside :func:`gotr1.policy.precision.autocast`, as its loss.
     """
     chains = generate_chains(model, processor, prompts, num_samples, sampling)
     images = generate_images(model, processor, chains, logprob_of=logprob_of, cuda_graph=cuda_graph)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from gotr1.kernels.sampling import sample
+from gotr1.policy.lora import merged_tag_rows
 from gotr1.policy.model import got_token_ids, janus_parts, num_image_tokens
 from gotr1.rollout.batches import ChainBatch, ImageBatch
 from gotr1.rollout.kv_cache import LlamaStepper, RowCache
@@ -64,7 +65,9 @@ def _capture_graph(decode_one, span: int, state: list, pool):
     for tensor, copy in zip(state, saved):
         tensor.copy_(copy)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, pool=pool):
+    # thread_local: another thread's CUDA calls during the capture (NCCL's watchdog under FSDP2, a reward
+    # thread) must not invalidate it.
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
         decode_one(span)
     return graph
 
@@ -96,9 +99,9 @@ def generate_images(model, processor, chains: ChainBatch, logprob_of: str = "con
     model, processor :
         As for :func:`~gotr1.rollout.chains.generate_chains`.
     chains : ChainBatch
-        Its KV cache is moved into the image cache (``chains.cache`` becomes None). Its ``sampling`` gives the
-        guidance scale (1 disables CFG and the unconditional rows), temperature, top-k/p and seed; the noise
-        of row ``r`` at image step ``i`` is keyed by ``(seed, r, IMAGE_STEP_OFFSET + i)``.
+        Its KV cache is moved into the image cache, layer by layer (``chains.cache`` becomes None). Its
+        ``sampling`` gives the guidance scale (1 disables CFG and the unconditional rows), temperature, top-k/p
+        and seed; the noise of row ``r`` at image step ``i`` is keyed by ``(seed, r, IMAGE_STEP_OFFSET + i)``.
     logprob_of : {"cond", "mixed"}
         Which distribution's log-probabilities to return (see the module docstring).
     cuda_graph : bool
@@ -119,17 +122,17 @@ def generate_images(model, processor, chains: ChainBatch, logprob_of: str = "con
     stepper, embed, head = LlamaStepper(lm), janus.get_input_embeddings(), janus.model.generation_head
     rows, steps, cfg = len(chains), num_image_tokens(janus), sampling.guidance > 1
     width = chains.cache.length
-    cache = RowCache.allocate(lm, 2 * rows if cfg else rows, width + steps)
-    cond = cache.view(slice(0, rows))
-    cond.copy_from(chains.cache)
+    cache = RowCache.continued(chains.cache, 2 * rows if cfg else rows, width + steps)
     chains.cache = None
     hidden = chains.boi_hidden
     if cfg:
-        uncond_hidden = _prefill_unconditional(stepper, cache.view(slice(rows, 2 * rows)), cond, embed, tokens)
+        with merged_tag_rows(model):
+            uncond_hidden = _prefill_unconditional(stepper, cache.view(slice(rows, 2 * rows)),
+                                                   cache.view(slice(0, rows)), embed, tokens)
         hidden = torch.cat([hidden, uncond_hidden])
     cache.length = width
 
-    device = hidden.device
+    device, residual = hidden.device, chains.boi_hidden.dtype
     image_ids = torch.empty((rows, steps), dtype=torch.long, device=device)
     image_logprobs = torch.empty((rows, steps), dtype=torch.float32, device=device)
     # Device-side counters (the kernel's step, the output column) and the previous token: a step reads and
@@ -157,7 +160,9 @@ def generate_images(model, processor, chains: ChainBatch, logprob_of: str = "con
         column.add_(1)
 
     def decode_one(span: int | None = None) -> None:
-        embeds = janus.prepare_embeddings_for_image_generation(previous)
+        # In the dtype of the text embeddings, as the teacher-forced forward's concatenation promotes them (under
+        # autocast with float32 weights the aligner's output is bf16): the same residual stream in both.
+        embeds = janus.prepare_embeddings_for_image_generation(previous).to(residual)
         draw(head(stepper.step(cache, torch.cat([embeds, embeds]) if cfg else embeds, span=span)))
 
     draw(head(hidden))

@@ -17,8 +17,32 @@ import torch
 import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from gotr1.policy.precision import compute_dtype
+
 # Slots added when a chain outgrows its cache: growth copies the cache, so grow in large steps.
-_GROW_SLOTS = 256
+GROW_SLOTS = 256
+
+
+def grown_capacity(capacity: int, slots: int) -> int:
+    """The capacity a cache of ``capacity`` slots has once it grew, ``GROW_SLOTS`` at a time, to hold ``slots``."""
+    return capacity + GROW_SLOTS * max(0, -(-(slots - capacity) // GROW_SLOTS))
+
+
+def decoder_weight(language_model) -> torch.Tensor:
+    """A weight that gives the decoder's dtype and device: its final norm's. Not the embedding's: with PEFT's
+    trainable tokens, reading ``embed_tokens.weight`` rebuilds the whole ``[V, H]`` table."""
+    return language_model.norm.weight
+
+
+def _head_dim(text_config) -> int:
+    return getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+
+
+def slot_bytes(text_config, dtype: torch.dtype) -> int:
+    """Bytes one row's slot takes in a :class:`RowCache` of a Llama-style ``text_config``: keys and values of
+    every layer, plus its validity flag."""
+    per_layer = 2 * text_config.num_key_value_heads * _head_dim(text_config) * dtype.itemsize
+    return text_config.num_hidden_layers * per_layer + 1
 
 
 @dataclass
@@ -48,12 +72,12 @@ class RowCache:
 
     @classmethod
     def allocate(cls, language_model, rows: int, capacity: int, *, dtype=None, device=None) -> "RowCache":
-        """Empty buffers for ``rows`` rows of ``capacity`` slots each (allocated once)."""
+        """Empty buffers for ``rows`` rows of ``capacity`` slots each (allocated once); ``dtype`` defaults to the
+        weights' (the rollout passes the dtype it computes in, see :func:`gotr1.policy.precision.compute_dtype`)."""
         cfg = language_model.config
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        weight = language_model.embed_tokens.weight
+        weight = decoder_weight(language_model)
         dtype, device = dtype or weight.dtype, device or weight.device
-        shape = (rows, cfg.num_key_value_heads, capacity, head_dim)
+        shape = (rows, cfg.num_key_value_heads, capacity, _head_dim(cfg))
         layers = cfg.num_hidden_layers
         # Zeroed, not empty: masked slots still enter attention as 0 * value, and garbage could be NaN.
         return cls(
@@ -64,6 +88,28 @@ class RowCache:
             position=torch.zeros(rows, dtype=torch.long, device=device),
         )
 
+    @classmethod
+    def continued(cls, source: "RowCache", rows: int, capacity: int) -> "RowCache":
+        """A cache of ``rows`` rows and ``capacity`` slots whose first ``source.rows`` rows continue ``source``
+        (its slots, cursors and positions; the other rows start empty), built layer by layer while ``source``'s
+        buffers are released, so the peak holds this cache and one buffer of ``source``, never both caches.
+        ``source`` is left without buffers."""
+        n, mine = source.length, source.rows
+        if rows < mine or n > capacity:
+            raise ValueError(f"cache: cannot continue {mine} rows x {n} slots in {rows} rows x {capacity} slots")
+        keys, values = [], []
+        for i in range(len(source.keys)):
+            for built, old in ((keys, source.keys), (values, source.values)):
+                new = old[i].new_zeros(rows, old[i].shape[1], capacity, old[i].shape[3])
+                new[:mine, :, :n] = old[i][:, :, :n]
+                built.append(new)
+                old[i] = None
+        valid = source.valid.new_zeros(rows, capacity)
+        valid[:mine, :n] = source.valid[:, :n]
+        cursor, position = source.cursor.new_zeros(rows), source.position.new_zeros(rows)
+        cursor[:mine], position[:mine] = source.cursor, source.position
+        return cls(keys=keys, values=values, valid=valid, cursor=cursor, position=position, length=n)
+
     @property
     def rows(self) -> int:
         return self.valid.shape[0]
@@ -71,6 +117,12 @@ class RowCache:
     @property
     def capacity(self) -> int:
         return self.valid.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes its buffers hold (keys, values, flags, cursors, positions)."""
+        tensors = [*self.keys, *self.values, self.valid, self.cursor, self.position]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
     def view(self, rows: slice) -> "RowCache":
         """The cache of a block of rows, sharing storage: writes through it land in this cache."""
@@ -97,21 +149,6 @@ class RowCache:
         valid[:, :n] = self.valid[:, :n]
         self.valid = valid
 
-    def copy_from(self, other: "RowCache") -> None:
-        """Take over ``other``'s rows (same row count, ``other.length <= capacity``) and free its buffers."""
-        n = other.length
-        if other.rows != self.rows or n > self.capacity:
-            raise ValueError(f"cache: cannot copy {other.rows} rows x {n} slots into {self.rows} x {self.capacity}")
-        for dst, src in ((self.keys, other.keys), (self.values, other.values)):
-            for i in range(len(dst)):
-                dst[i][:, :, :n] = src[i][:, :, :n]
-                src[i] = None  # release layer by layer, so the peak holds one layer of both
-        self.valid[:, :n] = other.valid[:, :n]
-        self.valid[:, n:] = False
-        self.cursor.copy_(other.cursor)
-        self.position.copy_(other.position)
-        self.length = n
-
 
 class LlamaStepper:
     """Prefill and one-token steps of a transformers ``LlamaModel`` against a :class:`RowCache`.
@@ -134,6 +171,7 @@ class LlamaStepper:
     def _layers(self, hidden, position_ids, cache: RowCache, write, mask):
         cos, sin = self.lm.rotary_emb(hidden, position_ids)
         rows, steps, _ = hidden.shape
+        bias = None
         for i, layer in enumerate(self.lm.layers[: self.lm.config.num_hidden_layers]):
             attn = layer.self_attn
             x = layer.input_layernorm(hidden)
@@ -141,6 +179,9 @@ class LlamaStepper:
             k = attn.k_proj(x).view(rows, steps, -1, attn.head_dim).transpose(1, 2)
             v = attn.v_proj(x).view(rows, steps, -1, attn.head_dim).transpose(1, 2)
             q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            if bias is None:
+                # The additive mask SDPA would build from the bool one at every layer, built once per call.
+                bias = torch.zeros(mask.shape, dtype=compute_dtype(q), device=q.device).masked_fill_(~mask, -torch.inf)
             write(cache.keys[i], k)
             write(cache.values[i], v)
             n = cache.length
@@ -148,7 +189,7 @@ class LlamaStepper:
                 q,
                 cache.keys[i][:, :, :n],
                 cache.values[i][:, :, :n],
-                attn_mask=mask,
+                attn_mask=bias,
                 scale=attn.scaling,
                 enable_gqa=self.gqa,
             )
@@ -189,8 +230,7 @@ class LlamaStepper:
         buffers when full); a CUDA graph passes a fixed span so that its shapes never change.
         """
         if span is None:
-            if cache.length + 1 > cache.capacity:
-                cache.grow(cache.capacity + _GROW_SLOTS)
+            cache.grow(grown_capacity(cache.capacity, cache.length + 1))
             span = cache.length + 1
         rows = torch.arange(cache.rows, device=embeds.device)
         slot = cache.cursor
@@ -199,7 +239,7 @@ class LlamaStepper:
         cache.valid[rows, slot] = torch.ones((), dtype=torch.bool, device=embeds.device) if live is None else live
 
         def write(buffer, x):
-            buffer[rows, :, slot] = x[:, :, 0]
+            buffer[rows, :, slot] = x[:, :, 0].to(buffer.dtype)  # under autocast rotary keys come out float32
 
         mask = cache.valid[:, None, None, : cache.length]
         hidden = self._layers(embeds[:, None], cache.position[:, None], cache, write, mask)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gotr1.policy.precision import MIXED_PRECISION
 from gotr1.validation import require
 
 
@@ -32,6 +33,9 @@ class TrainingConfig:
     """Language-model projections that get adapters."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
+    mixed_precision: str = "auto"
+    """Autocast of the trainer's forwards: ``auto`` (bf16 on CUDA, none on the CPU), ``bf16`` (any device) or
+    ``off``. GRPO's rollout, log-prob passes and loss all run in it, so their log-probs of a token agree."""
 
     # --- optimisation ------------------------------------------------------------------------
     lr: float = 1e-4
@@ -83,6 +87,7 @@ class TrainingConfig:
         require(self, "keep_last", self.keep_last is None or self.keep_last >= 1, ">= 1 or None")
         require(self, "adam_betas", len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "two values in [0, 1)")
         require(self, "lora_target_modules", len(self.lora_target_modules) > 0, "a non-empty list of projection names")
+        require(self, "mixed_precision", self.mixed_precision in MIXED_PRECISION, f"one of {MIXED_PRECISION}")
 
 
 @dataclass

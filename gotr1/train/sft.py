@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from gotr1.policy.forward import teacher_forced_hidden
 from gotr1.policy.model import got_token_ids, janus_parts
+from gotr1.policy.precision import autocast
 from gotr1.policy.tokens import TokenBatch, encode_prompt, pad_sequences, unconditional
 from gotr1.train.config import SFTConfig
 from gotr1.train.data import GoTDataset
@@ -89,7 +90,7 @@ class SFTTrainer(TrainerShell):
         """Weighted chain + image cross-entropy (token means) of one micro-batch, and its parts."""
         janus = janus_parts(self.model)
         device_type = batch.prompt_ids.device.type
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=device_type == "cuda"):
+        with autocast(device_type, self.config.mixed_precision):
             chain_hidden, image_hidden = teacher_forced_hidden(self.model, batch)
             chain_mask = batch.chain_mask
             chain_logits = janus.lm_head(chain_hidden[chain_mask])
