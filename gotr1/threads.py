@@ -1,9 +1,10 @@
-"""How many CPU threads torch should use: the cores this process may run on that nobody else is busy on.
+"""How many CPU threads torch should use: the cores this process may run on, never the momentary load.
 
-torch starts one thread per core it sees. On a shared machine that oversubscribes: with one other busy
-process on two cores, the demo's SFT steps ran 20x slower at two threads than at one. The count here is
-the smallest of the cores the process is pinned to (``sched_getaffinity``), the cgroup's CPU quota, and the
-cores left after the other runnable processes (``/proc/loadavg``).
+The count is the smaller of the cores the process is pinned to (``sched_getaffinity``) and the cgroup's CPU
+quota. Both are fixed properties of where the process runs, so one command on one machine always picks the
+same count, and with it the same float rounding: a run's result never depends on what else happened to run
+at the time. Load is only reported: when other tasks are runnable, :func:`busy_warning` says so and names
+``--threads``, because oversubscribed cores make a run slower (not different).
 """
 
 from __future__ import annotations
@@ -38,12 +39,22 @@ def _other_runnable() -> int:
 
 
 def usable_cores() -> int:
-    """Cores this process can use now (at least 1)."""
+    """Cores this process may use (at least 1): its CPU affinity, capped by the cgroup quota."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     quota = _cgroup_quota()
     if quota is not None:
         cores = min(cores, max(1, math.floor(quota)))
-    return max(1, cores - _other_runnable())
+    return max(1, cores)
+
+
+def busy_warning(threads: int) -> str | None:
+    """A one-line warning when other runnable tasks would share the ``threads`` cores, else None."""
+    others = _other_runnable()
+    if others == 0 or threads + others <= usable_cores():
+        return None
+    return (f"{others} other runnable task(s) share this machine's {usable_cores()} usable core(s): the run keeps "
+            f"{threads} thread(s), so its result is unchanged, but it will be slower; pass --threads to choose "
+            "another count (a different count changes float rounding, hence the numbers)")
 
 
 def set_torch_threads(threads: int | None = None) -> int:

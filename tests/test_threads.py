@@ -1,4 +1,4 @@
-"""Torch's thread count follows the cores a process can use."""
+"""Torch's thread count follows the cores a process may use, never the machine's momentary load."""
 
 import os
 
@@ -6,22 +6,30 @@ import pytest
 import torch
 
 from gotr1 import threads
-from gotr1.threads import set_torch_threads, usable_cores
+from gotr1.threads import busy_warning, set_torch_threads, usable_cores
 
 
-def test_usable_cores_is_at_least_one_and_at_most_the_affinity(monkeypatch):
-    assert 1 <= usable_cores() <= len(os.sched_getaffinity(0))
-    monkeypatch.setattr(threads, "_other_runnable", lambda: 1000)
-    assert usable_cores() == 1  # a machine busy with other work still gets one thread
-
-
-def test_busy_cores_and_quotas_are_taken_away(monkeypatch):
+def test_usable_cores_is_the_affinity_capped_by_the_quota(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
-    monkeypatch.setattr(threads, "_other_runnable", lambda: 3)
     monkeypatch.setattr(threads, "_cgroup_quota", lambda: None)
-    assert usable_cores() == 5
+    assert usable_cores() == 8
     monkeypatch.setattr(threads, "_cgroup_quota", lambda: 2.5)
-    assert usable_cores() == 1  # a 2.5-core quota, 3 other runnable tasks
+    assert usable_cores() == 2
+    monkeypatch.setattr(threads, "_cgroup_quota", lambda: 0.5)
+    assert usable_cores() == 1  # a fractional quota still gets one thread
+
+
+def test_load_never_changes_the_count_only_the_warning(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(threads, "_cgroup_quota", lambda: None)
+    monkeypatch.setattr(threads, "_other_runnable", lambda: 0)
+    assert usable_cores() == 2 and busy_warning(2) is None
+    monkeypatch.setattr(threads, "_other_runnable", lambda: 3)
+    assert usable_cores() == 2  # the same count, so the same float rounding, on a busy machine
+    warning = busy_warning(2)
+    assert warning is not None and "3 other runnable" in warning and "--threads" in warning
+    monkeypatch.setattr(threads, "_other_runnable", lambda: 1)
+    assert busy_warning(1) is None  # one thread and one other task fit two cores
 
 
 def test_set_torch_threads_sets_and_validates():

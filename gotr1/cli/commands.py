@@ -102,7 +102,8 @@ def _cmd_layout(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gotr1.demo.run import run_demo
 
-    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress, threads=args.threads)
+    run_demo(args.out, quick=args.quick, seed=args.seed, progress=not args.no_progress, threads=args.threads,
+             overwrite=args.overwrite)
     return 0
 
 
@@ -419,11 +420,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       "before/after table and writes reward_curve.png and samples.png.")
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     demo.add_argument("--quick", action="store_true", help="a few steps per stage (a smoke test, not a result)")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="move an earlier demo in --out aside (to OUT.overwritten-TIME) instead of refusing it")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.add_argument("--threads", type=int, default=None,
-                      help="torch CPU threads (default: the cores not busy with other processes); fix it to "
-                           "reproduce a run bit for bit")
+                      help="torch CPU threads (default: the cores this process may use, from its CPU affinity "
+                           "and cgroup quota, never the momentary load); a seed and a thread count reproduce a "
+                           "run bit for bit")
     demo.set_defaults(run=_cmd_demo)
 
     from gotr1.cli.config_io import add_config_options
