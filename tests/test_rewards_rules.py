@@ -50,6 +50,18 @@ def test_layout_rule_missing_objects_empty_chains_and_prompts_without_objects():
     assert np.isnan(scores[3])  # nothing to check: not applicable
 
 
+def test_a_number_word_asks_for_exactly_that_many_objects():
+    reward = LayoutRuleReward(strict=True)
+    three = [chain(("red triangle", (0, 0, 250, 500)), ("red triangle", (250, 0, 500, 500)), ("red triangle", (500, 0, 750, 500)))]
+    one = [chain(("red triangle", (0, 0, 1000, 1000)))]
+    four = [chain(*[("red triangle", (x, 0, x + 200, 500)) for x in (0, 200, 400, 600)])]
+    scores = [float(reward(["three red triangles"], c, None, None)[0][0]) for c in (three, one, four)]
+    assert scores == [1.0, 0.0, 0.0]  # one big triangle (or four) does not answer "three" (GenEval's counting)
+    assert float(reward(["red triangles"], one, None, None)[0][0]) == 1.0  # no number word: at least one
+    phrases, _ = read_prompt("two blue circles and a red square")
+    assert [(p.head, p.count) for p in phrases] == [("circle", 2), ("square", None)]
+
+
 def test_strict_layout_rule_gives_credit_only_when_every_check_passes():
     prompts = ["a lamp above a desk"] * 3 + ["a horse on the right of a man", "!!"]
     chains = [chain(("lamp", TOP), ("desk", BOTTOM)), chain(("lamp", BOTTOM), ("desk", TOP)), "no boxes",
@@ -59,6 +71,11 @@ def test_strict_layout_rule_gives_credit_only_when_every_check_passes():
     assert details["checks"][:2] == [(3, 3), (2, 3)]  # the partial counts are still reported
 
 
+def test_unknown_relation_kind_is_refused():
+    with pytest.raises(ValueError, match="unknown relation kind 'inside'"):
+        relation_holds("inside", LEFT, RIGHT)
+
+
 def test_relation_geometry():
     assert relation_holds("left", LEFT, RIGHT) and not relation_holds("left", RIGHT, LEFT)
     assert relation_holds("above", TOP, BOTTOM) and relation_holds("below", BOTTOM, TOP)
@@ -66,8 +83,26 @@ def test_relation_geometry():
     assert relation_holds("next_to", (0, 0, 100, 100), (140, 20, 240, 120))
     assert not relation_holds("next_to", (0, 0, 100, 100), (400, 0, 500, 100))  # too far
     assert not relation_holds("next_to", (0, 0, 100, 100), (0, 0, 100, 100))  # same place
-    with pytest.raises(ValueError, match="unknown relation kind 'inside'"):
-        relation_holds("inside", LEFT, RIGHT)
+
+
+@pytest.mark.parametrize("kind, a, b", [
+    ("above", (0, 0, 1000, 1000), (0, 500, 1000, 1000)),    # a page-sized box "above" the lower half: IoU 0.5
+    ("on_top", (0, 0, 1000, 1000), (0, 500, 1000, 1000)),
+    ("left", (0, 0, 600, 1000), (250, 0, 1000, 1000)),      # centres 300 < 625, but IoU 0.35
+    ("below", (0, 400, 1000, 1000), (0, 0, 1000, 700)),
+    ("next_to", (0, 0, 500, 500), (300, 0, 800, 500)),      # IoU 0.25: one place, not two
+])
+def test_overlapping_boxes_hold_no_relation(kind, a, b):
+    """T2I-CompBench's threshold for distinct objects (IoU < 0.1) applies to every relation: the centres
+    alone would pass each of these."""
+    assert not relation_holds(kind, a, b)
+
+
+def test_relations_hold_up_to_the_distinct_object_threshold():
+    a, b = (0, 0, 500, 1000), (450, 0, 1000, 1000)   # IoU 50/1000 = 0.05 < 0.1: still two places
+    assert relation_holds("left", a, b) and relation_holds("next_to", a, b)
+    c = (0, 0, 500, 1000), (400, 0, 1000, 1000)      # IoU 100/1000 = 0.1: not below the threshold
+    assert not relation_holds("left", *c)
 
 
 def test_read_prompt_on_compbench_styles():

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gotr1.chain import Chain, ChainObject, parse_chain
+from gotr1.chain import Chain, ChainObject, box_iou, parse_chain
 from gotr1.images import as_rgb_array
+from gotr1.metrics.spatial import IOU_THRESHOLD
 
 # Relation phrases, longest first so "on the top of" wins over "on"; each maps to one geometric test.
 RELATIONS = (
@@ -29,16 +30,19 @@ RELATIONS = (
     (r"above|over", "above"),
     (r"next to|beside|near|on (?:the )?side of", "next_to"),
 )
+_RELATION_KINDS = tuple(kind for _, kind in RELATIONS)
 _RELATION = re.compile(r"\b(" + "|".join(f"(?:{p})" for p, _ in RELATIONS) + r")\b", re.I)
 # Conjunctions and the prepositions that start another object ("tulips in a vase", "a cat on a mat").
 _SPLIT = re.compile(
     r"\b(?:and|with|while|that|which|in|inside|into|on|at|by|from|behind|against|along|across|among)\b|[,.;:!?]", re.I
 )
 _WORD = re.compile(r"[a-z]+")
+# Number words give a phrase its count; everything else here is dropped before the head noun is read.
+NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
 _FILLERS = frozenset(
-    "a an the one two three four five some this that these those is are was were be being sits sitting "
+    "a an the some this that these those is are was were be being sits sitting "
     "sit stands standing stand placed located lies lying hangs hanging positioned".split()
-)
+) | frozenset(NUMBERS)
 # Reference RGB of each colour word; a pixel belongs to the nearest one.
 PALETTE = {
     "red": (220, 30, 30), "green": (40, 160, 40), "blue": (30, 60, 220), "yellow": (240, 220, 40),
@@ -66,10 +70,12 @@ def _stem(word: str) -> str:
 
 @dataclass(frozen=True)
 class Phrase:
-    """An object the prompt names: its head noun (stemmed) and the words before it (colours, ...)."""
+    """An object the prompt names: its head noun (stemmed), the words before it (colours, ...), and how many
+    the prompt asks for (a number word before it; None when it gives none: "a cat", "cats")."""
 
     head: str
     modifiers: tuple[str, ...]
+    count: int | None = None
 
     @property
     def colors(self) -> tuple[str, ...]:
@@ -86,10 +92,12 @@ class Relation:
 
 
 def _phrase(segment: str) -> Phrase | None:
-    words = [w for w in _WORD.findall(segment.lower()) if w not in _FILLERS]
+    all_words = _WORD.findall(segment.lower())
+    words = [w for w in all_words if w not in _FILLERS]
     if not words:
         return None
-    return Phrase(_stem(words[-1]), tuple(words[:-1]))
+    count = next((NUMBERS[w] for w in all_words if w in NUMBERS), None)
+    return Phrase(_stem(words[-1]), tuple(words[:-1]), count)
 
 
 def _phrases(text: str) -> list[Phrase]:
@@ -142,10 +150,16 @@ def _matches(phrase: Phrase, obj: ChainObject) -> bool:
 def relation_holds(kind: str, a, b) -> bool:
     """Whether box ``a`` stands in relation ``kind`` to box ``b`` (each (x1, y1, x2, y2)).
 
-    left/right/above/below compare box centres; ``on_top`` is above with horizontally overlapping boxes;
-    ``next_to`` needs vertically overlapping boxes, a horizontal gap of at most half the wider box, and
-    distinct places (IoU below 0.5).
+    Every relation needs two distinct places: IoU below T2I-CompBench's threshold for distinct objects
+    (:data:`gotr1.metrics.spatial.IOU_THRESHOLD`, 0.1), so a chain cannot satisfy "A above B" by stacking a
+    page-sized box over B. Then left/right/above/below compare box centres; ``on_top`` is above with
+    horizontally overlapping boxes; ``next_to`` needs vertically overlapping boxes and a horizontal gap of at
+    most half the wider box.
     """
+    if kind not in _RELATION_KINDS:
+        raise ValueError(f"unknown relation kind {kind!r}; expected one of {list(_RELATION_KINDS)}")
+    if float(box_iou(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))) >= IOU_THRESHOLD:
+        return False
     ax, ay = (a[0] + a[2]) / 2, (a[1] + a[3]) / 2
     bx, by = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
     x_overlap = min(a[2], b[2]) - max(a[0], b[0])
@@ -160,12 +174,7 @@ def relation_holds(kind: str, a, b) -> bool:
         return ay > by
     if kind == "on_top":
         return ay < by and x_overlap > 0
-    if kind == "next_to":
-        inter = max(x_overlap, 0) * max(y_overlap, 0)
-        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-        gap_ok = -x_overlap <= 0.5 * max(a[2] - a[0], b[2] - b[0])
-        return y_overlap > 0 and gap_ok and (union <= 0 or inter / union < 0.5)
-    raise ValueError(f"unknown relation kind {kind!r}; expected one of {[k for _, k in RELATIONS]}")
+    return y_overlap > 0 and -x_overlap <= 0.5 * max(a[2] - a[0], b[2] - b[0])  # next_to
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,8 +191,9 @@ def _chains(prompts, chains) -> list[Chain]:
 class LayoutRuleReward:
     """Reasoning-stage rule reward: the fraction of the prompt's checks the chain's layout passes.
 
-    Checks: each object phrase of the prompt has a chain object whose name contains its head noun, and
-    each relation holds for some pair of matching chain boxes (:func:`relation_holds`). NaN when the
+    Checks: each object phrase of the prompt has a chain object whose name contains its head noun and the
+    phrase's colours (exactly as many such objects as a number word asks: "three red triangles"), and each
+    relation holds for some pair of matching chain boxes (:func:`relation_holds`). NaN when the
     prompt names nothing; 0 for a chain without objects. Call as ``reward(prompts, chains, images=None,
     judge=None) -> (float32 [N], details)``; ``details["checks"]`` lists (passed, total) per sample.
 
@@ -208,7 +218,7 @@ class LayoutRuleReward:
                 scores.append(np.nan)
                 checks.append((0, 0))
                 continue
-            found = sum(any(_matches(p, o) for o in chain.objects) for p in phrases)
+            found = sum(_named(p, chain) for p in phrases)
             held = sum(self._holds(r, chain) for r in relations)
             scores.append(float(found + held == total) if self.strict else (found + held) / total)
             checks.append((found + held, total))
@@ -220,6 +230,13 @@ class LayoutRuleReward:
         objects = [j for j, o in enumerate(chain.objects) if _matches(relation.object, o)]
         boxes = [o.box.as_tuple() for o in chain.objects]
         return any(relation_holds(relation.kind, boxes[i], boxes[j]) for i in subjects for j in objects if i != j)
+
+
+def _named(phrase: Phrase, chain: Chain) -> bool:
+    """The chain names the phrase's object, as many times as the prompt's number word asks (GenEval's
+    counting: exactly that many), at least once when it gives none."""
+    matches = sum(_matches(phrase, o) for o in chain.objects)
+    return matches == phrase.count if phrase.count is not None else matches >= 1
 
 
 def _requested_colors(phrases: list[Phrase], obj: ChainObject) -> tuple[str, ...]:
