@@ -75,6 +75,14 @@ def test_quick_demo_runs_every_stage_and_writes_its_files(tmp_path, capsys):
     assert (tmp_path / "sft" / "latest").is_file() and (tmp_path / "grpo" / "latest").is_file()
 
 
+def test_a_second_demo_into_the_same_folder_is_refused_by_name(tmp_path, capsys):
+    (tmp_path / "summary.json").write_text("{}")
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress", "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "summary.json" in err and "--overwrite" in err
+    assert (tmp_path / "summary.json").read_text() == "{}"  # untouched
+
+
 def test_quick_demo_is_reproducible_for_a_seed(tmp_path):
     """Same seed, same thread count: the same summary, bit for bit (timings aside)."""
     runs = []

@@ -51,16 +51,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gotr1.demo.heldout import LayoutMeasures, data_measures, layout_measures, within_data_range
 from gotr1.demo.plots import line_plot
-from gotr1.demo.synthetic import DEMO_GRID, DEMO_IMAGE_SIZE, draw_sample, synthetic_samples, write_samples
+from gotr1.demo.synthetic import DEMO_GRID, DEMO_IMAGE_SIZE, Placement, draw_sample, synthetic_samples, write_samples
 from gotr1.demo.vq_train import load_vq, mean_picture_mse, reconstruct, reconstruction_mse
 from gotr1.grpo.config import GRPOConfig
 from gotr1.grpo.trainer import GRPOTrainer
 from gotr1.policy.model import tiny_janus
 from gotr1.rewards import ColorRuleReward, LayoutRuleReward, RuleReward, nan_stat
 from gotr1.rollout import Sampling, rollout
-from gotr1.threads import set_torch_threads
+from gotr1.threads import busy_warning, set_torch_threads
 from gotr1.train.config import SFTConfig
+from gotr1.train.run_folder import claim_run_folder
 from gotr1.train.sft import SFTTrainer
 
 
@@ -86,6 +88,7 @@ RELATION_NOISE = 0.5
 MAX_CHAIN_TOKENS = 96
 SFT_LR, SFT_BATCH = 3e-3, 16
 STAGES = ("before SFT", "after SFT", "after GRPO")
+PLACEMENT = Placement(DEMO_GRID)
 
 
 def demo_reward() -> RuleReward:
@@ -113,6 +116,7 @@ class Evaluation:
     exact: float
     truncated: int
     color_shuffled: float
+    layout: LayoutMeasures
     rollout: object
     scored: object
 
@@ -133,7 +137,8 @@ def evaluate(model, processor, samples, reward: RuleReward, seed: int, num_sampl
     """Roll out ``num_samples`` per held-out sample at the training temperature and score every component.
 
     Also measures the exact-copy rate (the chain names exactly the ground truth's objects), chains cut by
-    the cap, and the colour reward of each image set beside another prompt's chain (the shuffled control).
+    the cap, the colour reward of each image set beside another prompt's chain (the shuffled control), and
+    the held-out layout measures no reward computes (:mod:`gotr1.demo.heldout`).
     """
     prompts = [s.prompt for s in samples]
     r = rollout(model.eval(), processor, prompts, num_samples, Sampling(max_chain_tokens=MAX_CHAIN_TOKENS, seed=seed))
@@ -148,7 +153,8 @@ def evaluate(model, processor, samples, reward: RuleReward, seed: int, num_sampl
     last = (r.chain_lengths - 1).clamp(min=0)
     truncated = int((~r.chain_mask.gather(1, last[:, None])).sum())
     shuffled, _ = reward.rewards["color"](rows, r.chains, np.roll(images, num_samples, axis=0))
-    return Evaluation(per_prompt, exact, truncated, nan_stat(shuffled), r, scored)
+    layout = layout_measures([samples[g] for g in groups], r.chains, PLACEMENT)
+    return Evaluation(per_prompt, exact, truncated, nan_stat(shuffled), layout, r, scored)
 
 
 def _per_prompt(values: np.ndarray, groups: np.ndarray, count: int) -> np.ndarray:
@@ -160,7 +166,7 @@ def _gain(before: Evaluation, after: Evaluation) -> dict:
     return {name: _mean_se(after.per_prompt[name] - before.per_prompt[name]) for name in after.per_prompt}
 
 
-def _table(evaluations: dict[str, Evaluation], gain: dict) -> str:
+def _table(evaluations: dict[str, Evaluation], gain: dict, data: LayoutMeasures) -> str:
     names = list(next(iter(evaluations.values())).per_prompt)
     lines = ["| reward | " + " | ".join(evaluations) + " | GRPO gain |", "|---" * (len(evaluations) + 2) + "|"]
     summaries = [e.summary() for e in evaluations.values()]
@@ -171,6 +177,10 @@ def _table(evaluations: dict[str, Evaluation], gain: dict) -> str:
     lines.append("| exact copy (chain names = truth) | " + " | ".join(f"{e.exact:.3f}" for e in evaluations.values()) + " | |")
     lines.append("| color, shuffled images (control) | " + " | ".join(f"{e.color_shuffled:.3f}" for e in evaluations.values()) + " | |")
     lines.append("| chains cut by the cap | " + " | ".join(str(e.truncated) for e in evaluations.values()) + " | |")
+    for name, label in (("box_area", "mean box area"), ("pairwise_iou", "mean pairwise IoU"),
+                        ("placement", "world's placement")):
+        cells = " | ".join(f"{getattr(e.layout, name):.3f}" for e in evaluations.values())
+        lines.append(f"| {label} (SFT data {getattr(data, name):.3f}) | {cells} | |")
     return "\n".join(lines)
 
 
@@ -180,12 +190,20 @@ def _table(evaluations: dict[str, Evaluation], gain: dict) -> str:
 
 
 def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 0, progress: bool = True,
-             threads: int | None = None) -> dict:
-    """Run the demo end to end; returns what ``summary.json`` holds and writes ``out_dir``."""
-    scale = QUICK if quick else FULL
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+             threads: int | None = None, overwrite: bool = False) -> dict:
+    """Run the demo end to end; returns what ``summary.json`` holds and writes ``out_dir``.
+
+    ``out_dir`` is claimed as a run folder (:mod:`gotr1.train.run_folder`): an earlier demo there is refused
+    unless ``overwrite`` moves it aside.
+    """
+    with claim_run_folder(out_dir, overwrite=overwrite):
+        return _run_demo(Path(out_dir), QUICK if quick else FULL, quick, seed, progress, threads)
+
+
+def _run_demo(out: Path, scale: DemoScale, quick: bool, seed: int, progress: bool, threads: int | None) -> dict:
     threads = set_torch_threads(threads)
+    if (warning := busy_warning(threads)) is not None:
+        print(f"note: {warning}")
     clock = _Clock()
     torch.manual_seed(seed)
     model, processor = demo_policy(seed)
@@ -195,6 +213,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
     train = synthetic_samples(scale.train_samples, seed=seed, grid=DEMO_GRID, relation_noise=RELATION_NOISE)
     _check_chain_cap(processor, train)
     data = write_samples(out / "data", train, image_size=DEMO_IMAGE_SIZE)
+    data_layout = data_measures(train, PLACEMENT)
     held_out = synthetic_samples(scale.held_out, seed=seed + 10_000, grid=DEMO_GRID)
     vq = _vq_report(model, held_out, reward, out / "vq_recon.png")
     clock.lap("data and VQ")
@@ -231,7 +250,7 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
 
     print("[6/6] writing the table, curves and sample grids")
     gain = _gain(evaluations[STAGES[1]], evaluations[STAGES[2]])
-    table = _table(evaluations, gain)
+    table = _table(evaluations, gain, data_layout)
     files = {"reward_curve": _reward_curve(log, reward, out / "reward_curve.png"),
              "samples": _samples_png(out / "samples.png", held_out, evaluations),
              "vq_recon": out / "vq_recon.png"}
@@ -243,6 +262,9 @@ def run_demo(out_dir: str | Path = "demo_out", quick: bool = False, seed: int = 
         "exact": {stage: e.exact for stage, e in evaluations.items()},
         "chains_cut_by_cap": {stage: e.truncated for stage, e in evaluations.items()},
         "color_shuffled_control": {stage: e.color_shuffled for stage, e in evaluations.items()},
+        "layout_measures": {"SFT data": data_layout.as_dict(),
+                            **{stage: e.layout.as_dict() for stage, e in evaluations.items()}},
+        "within_data_range": {stage: within_data_range(e.layout, data_layout) for stage, e in evaluations.items()},
         "vq": vq,
         "seconds": clock.laps,
         # GRPO's before/after means, the keys earlier versions wrote.

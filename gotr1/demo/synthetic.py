@@ -39,6 +39,9 @@ DEMO_IMAGE_SIZE = 64
 DEMO_GRID = DEMO_IMAGE_SIZE // 16
 NUMBERS = {2: "two", 3: "three"}
 
+# Where a prompt puts its objects: a relation's side for the first object, or a row of columns.
+SIDES = ("left", "right", "top", "bottom", "next_to", "row")
+
 # Relation phrase -> side of the canvas the first object takes (the second object takes the other).
 RELATIONS = {
     "on the left of": "left",
@@ -68,6 +71,9 @@ class SyntheticSample:
     objects: tuple[ChainObject, ...]
     colors: tuple[tuple[int, int, int], ...]
     shapes: tuple[str, ...]
+    side: str = "row"
+    """Where the prompt asks the objects to be (:data:`SIDES`): the first object's side of the second for a
+    relation, ``row`` for counts and conjunctions. The chain's boxes may contradict it (``relation_noise``)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +148,39 @@ class Placement:
         (a1, _), (_, b2) = self._span(rng, (lo, middle - gap // 2), 180), self._span(rng, (middle + gap // 2, hi), 180)
         return Box(a1, y1, middle - gap // 2, y2), Box(middle + gap // 2, y1, b2, y2)
 
+    def follows(self, side: str, boxes: list[Box]) -> bool:
+        """Whether ``boxes`` sit where this placement puts objects asked to be on ``side`` (:data:`SIDES`):
+        the inverse of :meth:`pair`, :meth:`adjacent` and :meth:`row`, on the grid's corners when it has one.
+
+        A held-out check of a policy's layouts that no reward computes: it holds only for boxes the data
+        could contain, so a layout that wins a relation by stretching or stacking boxes fails it.
+        """
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+        if not boxes or any(b.x1 == b.x2 or b.y1 == b.y2 for b in boxes):
+            return False
+        if self.cells and any(c not in self._corners for b in boxes for c in b.as_tuple()):
+            return False
+        if side == "row":
+            spans = sorted((b.x1, b.x2) for b in boxes)
+            return all(right[0] >= left[1] for left, right in zip(spans, spans[1:]))
+        if len(boxes) != 2:
+            return False
+        a, b = boxes
+        (lo1, hi1), (lo2, hi2) = self.halves()
+        within = lambda lo, hi, start, end: lo <= start and end <= hi  # noqa: E731
+        if side == "next_to":
+            return (a.y1, a.y2) == (b.y1, b.y2) and b.x1 - a.x2 == (0 if self.cells else 30)
+        if side in ("left", "right"):
+            first, second = ((lo1, hi1), (lo2, hi2)) if side == "left" else ((lo2, hi2), (lo1, hi1))
+            return within(*first, a.x1, a.x2) and within(*second, b.x1, b.x2)
+        first, second = ((lo1, hi1), (lo2, hi2)) if side == "top" else ((lo2, hi2), (lo1, hi1))
+        return within(*first, a.y1, a.y2) and within(*second, b.y1, b.y2) and within(a.x1, a.x2, b.x1, b.x2)
+
+    @property
+    def _corners(self) -> frozenset[int]:
+        return frozenset(self._corner(cell) for cell in range(self.cells + 1))
+
     def row(self, rng: random.Random, count: int) -> list[Box]:
         """``count`` boxes in side-by-side columns (for counts and plain conjunctions)."""
         if self.cells is None:
@@ -175,7 +214,7 @@ def _spatial_sample(rng: random.Random, place: Placement, relation_noise: float)
     n1, n2 = f"{c1} {s1}", f"{c2} {s2}"
     prompt = f"{_article(c1)} {n1} {relation} {_article(c2)} {n2}"
     b1, b2 = _relation_boxes(rng, place, RELATIONS[relation], relation_noise)
-    return _sample(prompt, [(n1, b1, c1, s1), (n2, b2, c2, s2)])
+    return _sample(prompt, [(n1, b1, c1, s1), (n2, b2, c2, s2)], side=RELATIONS[relation])
 
 
 def _relation_boxes(rng: random.Random, place: Placement, side: str, relation_noise: float) -> tuple[Box, Box]:
@@ -200,7 +239,8 @@ def _conjunction_sample(rng: random.Random, place: Placement, relation_noise: fl
     return _sample(prompt, [(n1, b1, c1, s1), (n2, b2, c2, s2)])
 
 
-def _sample(prompt: str, parts: list[tuple[str, Box, str, str]], tag_in_text: bool = True) -> SyntheticSample:
+def _sample(prompt: str, parts: list[tuple[str, Box, str, str]], tag_in_text: bool = True,
+            side: str = "row") -> SyntheticSample:
     objects = [ChainObject(name, box) for name, box, _, _ in parts]
     if tag_in_text:
         chain = format_chain(objects, text=prompt[0].upper() + prompt[1:] + ".")
@@ -212,6 +252,7 @@ def _sample(prompt: str, parts: list[tuple[str, Box, str, str]], tag_in_text: bo
         objects=tuple(objects),
         colors=tuple(COLORS.get(color, COLORS["gray"]) for _, _, color, _ in parts),
         shapes=tuple(shape for _, _, _, shape in parts),
+        side=side,
     )
 
 
@@ -231,12 +272,11 @@ def compbench_sample(prompt: str, rng: random.Random, place: Placement = Placeme
     if any(adj is not None and adj not in COLORS for adj in (adj1, adj2)):
         return None  # an attribute we cannot draw (gold, wooden, ...) would contradict the image
     colors = [adj1 if adj1 in COLORS else rng.choice(sorted(COLORS)), adj2 if adj2 in COLORS else rng.choice(sorted(COLORS))]
-    if relation == "and":
-        b1, b2 = place.row(rng, 2)
-    else:
-        b1, b2 = _relation_boxes(rng, place, RELATIONS[_COMPBENCH_RELATIONS[relation]], relation_noise)
+    side = "row" if relation == "and" else RELATIONS[_COMPBENCH_RELATIONS[relation]]
+    b1, b2 = place.row(rng, 2) if side == "row" else _relation_boxes(rng, place, side, relation_noise)
     shapes = [SHAPES[sum(map(ord, noun)) % len(SHAPES)] for noun in (noun1, noun2)]
-    return _sample(prompt.strip().rstrip("."), [(n1, b1, colors[0], shapes[0]), (n2, b2, colors[1], shapes[1])])
+    return _sample(prompt.strip().rstrip("."), [(n1, b1, colors[0], shapes[0]), (n2, b2, colors[1], shapes[1])],
+                   side=side)
 
 
 def synthetic_samples(num_samples: int, seed: int = 0, compbench_prompts: list[str] | None = None,
