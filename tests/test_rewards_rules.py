@@ -46,7 +46,9 @@ def test_layout_rule_missing_objects_empty_chains_and_prompts_without_objects():
     assert scores[1] == 0.0  # a chain without objects
     assert scores[2] == 1.0  # plural chain names match singular prompt nouns
     recoloured, _ = reward(["a green bench and a blue bowl"], [chain(("gray bench", LEFT), ("blue bowls", RIGHT))], None, None)
-    assert recoloured[0] == 0.5  # an object named with another colour than the prompt asks is not the object
+    # an object named with another colour than the prompt asks is not the object: the bowl alone is named, and
+    # one object cannot be two distinct ones
+    assert recoloured[0] == pytest.approx(1 / 3)
     assert np.isnan(scores[3])  # nothing to check: not applicable
 
 
@@ -60,6 +62,16 @@ def test_a_number_word_asks_for_exactly_that_many_objects():
     assert float(reward(["red triangles"], one, None, None)[0][0]) == 1.0  # no number word: at least one
     phrases, _ = read_prompt("two blue circles and a red square")
     assert [(p.head, p.count) for p in phrases] == [("circle", 2), ("square", None)]
+
+
+def test_objects_the_prompt_asks_for_must_occupy_distinct_places():
+    reward = LayoutRuleReward(strict=True)
+    apart = chain(("red square", (0, 0, 500, 500)), ("blue circle", (500, 0, 1000, 500)))
+    stacked = chain(("red square", (0, 0, 500, 500)), ("blue circle", (0, 0, 500, 500)))
+    scores, details = reward(["a red square and a blue circle"] * 2, [apart, stacked], None, None)
+    assert scores.tolist() == [1.0, 0.0] and details["checks"] == [(3, 3), (2, 3)]
+    piled = chain(*[("red triangle", (0, 0, 500, 500))] * 3)  # three named, one place: GenEval would count one
+    assert float(reward(["three red triangles"], [piled], None, None)[0][0]) == 0.0
 
 
 def test_strict_layout_rule_gives_credit_only_when_every_check_passes():

@@ -192,8 +192,10 @@ class LayoutRuleReward:
     """Reasoning-stage rule reward: the fraction of the prompt's checks the chain's layout passes.
 
     Checks: each object phrase of the prompt has a chain object whose name contains its head noun and the
-    phrase's colours (exactly as many such objects as a number word asks: "three red triangles"), and each
-    relation holds for some pair of matching chain boxes (:func:`relation_holds`). NaN when the
+    phrase's colours (exactly as many such objects as a number word asks: "three red triangles"), each
+    relation holds for some pair of matching chain boxes (:func:`relation_holds`), and, when the prompt asks
+    for two or more objects not all tied by relations, the chain objects it names occupy distinct places (pairwise IoU below
+    T2I-CompBench's 0.1: GenEval's detector would see stacked objects as one). NaN when the
     prompt names nothing; 0 for a chain without objects. Call as ``reward(prompts, chains, images=None,
     judge=None) -> (float32 [N], details)``; ``details["checks"]`` lists (passed, total) per sample.
 
@@ -213,15 +215,18 @@ class LayoutRuleReward:
         scores, checks = [], []
         for prompt, chain in zip(prompts, _chains(prompts, chains)):
             phrases, relations = read_prompt(prompt)
-            total = len(phrases) + len(relations)
+            # Related objects are already distinct (relation_holds); the check is for the rest.
+            several = sum(p.count or 1 for p in phrases) >= 2 and (
+                not relations or any((p.count or 1) >= 2 for p in phrases))
+            total = len(phrases) + len(relations) + several
             if total == 0:
                 scores.append(np.nan)
                 checks.append((0, 0))
                 continue
-            found = sum(_named(p, chain) for p in phrases)
-            held = sum(self._holds(r, chain) for r in relations)
-            scores.append(float(found + held == total) if self.strict else (found + held) / total)
-            checks.append((found + held, total))
+            passed = sum(_named(p, chain) for p in phrases) + sum(self._holds(r, chain) for r in relations)
+            passed += several and _distinct([o for o in chain.objects if any(_matches(p, o) for p in phrases)])
+            scores.append(float(passed == total) if self.strict else passed / total)
+            checks.append((passed, total))
         return np.asarray(scores, dtype=np.float32), {"checks": checks}
 
     @staticmethod
@@ -230,6 +235,15 @@ class LayoutRuleReward:
         objects = [j for j, o in enumerate(chain.objects) if _matches(relation.object, o)]
         boxes = [o.box.as_tuple() for o in chain.objects]
         return any(relation_holds(relation.kind, boxes[i], boxes[j]) for i in subjects for j in objects if i != j)
+
+
+def _distinct(objects: list[ChainObject]) -> bool:
+    """Two or more objects, no two of whose boxes overlap by IoU :data:`IOU_THRESHOLD` or more."""
+    if len(objects) < 2:
+        return False
+    boxes = np.array([o.box.as_tuple() for o in objects], dtype=np.float64)
+    pairs = np.triu_indices(len(boxes), k=1)
+    return bool((box_iou(boxes[:, None], boxes[None, :])[pairs] < IOU_THRESHOLD).all())
 
 
 def _named(phrase: Phrase, chain: Chain) -> bool:
