@@ -13,11 +13,13 @@ KERNELS = {"_forward_kernel", "_backward_kernel", "_objective_kernel", "_sample_
 
 
 def _variants(tmp_path):
-    """The compiled variants and the printed table, or a skip with the reason this machine cannot compile."""
+    """The compiled variants and the printed table, or a skip with the reason this machine cannot compile.
+
+    Run outside the repository root: there ``python -m`` would import the uninstalled source tree."""
     out = tmp_path / "aot.json"
     env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
     done = subprocess.run([sys.executable, "-m", "gotr1.kernels.aot", "--arch", "90", "--json", str(out)],
-                          capture_output=True, text=True, env=env, timeout=900)
+                          capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
     if done.returncode == 2:
         pytest.skip(done.stderr.strip().splitlines()[-1])
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
