@@ -83,6 +83,7 @@ def test_a_second_demo_into_the_same_folder_is_refused_by_name(tmp_path, capsys)
     assert (tmp_path / "summary.json").read_text() == "{}"  # untouched
 
 
+@pytest.mark.slow  # two demos; test_grpo's two-process test keeps reproducibility in the default run
 def test_quick_demo_is_reproducible_for_a_seed(tmp_path):
     """Same seed, same thread count: the same summary, bit for bit (timings aside)."""
     runs = []

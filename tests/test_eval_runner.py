@@ -209,6 +209,7 @@ def test_bad_input_is_refused_by_name(policy, tmp_path):
         run_benchmark(CompBench(), {}, tmp_path, progress=False)
 
 
+@pytest.mark.slow  # two processes; test_grpo's gloo test keeps the distributed path in the default run
 def test_two_gloo_ranks_give_the_same_images_scores_and_table_as_one(tmp_path):
     """Chunks are seeded by their number, not by the rank that runs them: sharding changes nothing."""
     import subprocess

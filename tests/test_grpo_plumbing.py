@@ -87,6 +87,7 @@ def _policy(start):
     return model
 
 
+@pytest.mark.slow  # the image-only twin below keeps the stage split in the default run
 def test_a_chain_only_reward_is_maximised_and_the_images_are_left_alone(tmp_path, start):
     _, processor, digits_before, code, share_before = start
     box = []
