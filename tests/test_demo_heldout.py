@@ -1,11 +1,14 @@
 """The demo's held-out layout measures: the world's placement rules and the box statistics no reward computes."""
 
+import json
 import math
 
+import numpy as np
 import pytest
 
 from gotr1.chain import Box, Chain, ChainObject
-from gotr1.demo.heldout import LayoutMeasures, data_measures, layout_measures, within_data_range
+from gotr1.demo.heldout import (BAND, IOU_TOLERANCE, LayoutMeasures, data_measures, data_range, layout_measures,
+                                within_data_range)
 from gotr1.demo.synthetic import SIDES, Placement, synthetic_samples
 
 GRID = Placement(4)
@@ -61,12 +64,19 @@ def test_measures_of_hand_made_chains():
 
 
 def test_data_range_and_json_form():
-    data = data_measures(synthetic_samples(300, seed=0, grid=4), GRID)
+    samples = synthetic_samples(300, seed=0, grid=4)
+    data, typical = data_measures(samples, GRID), data_range(samples)
     assert data.pairwise_iou == 0.0 and data.placement == 1.0 and 0.1 < data.box_area < 0.4
-    inside = LayoutMeasures(data.box_area * 1.2, 0.015, 0.5)
-    assert within_data_range(inside, data) == {"box_area": True, "pairwise_iou": True}
-    grown = LayoutMeasures(data.box_area * 1.3, 0.03, 0.5)
-    assert within_data_range(grown, data) == {"box_area": False, "pairwise_iou": False}
+    areas = sorted(np.mean([o.box.area for o in s.objects]) / 1e6 for s in samples)
+    assert BAND == (0.05, 0.95) and typical.box_area == pytest.approx(tuple(np.quantile(areas, BAND)))
+    assert typical.box_area[0] < data.box_area < typical.box_area[1] and typical.pairwise_iou == (0.0, 0.0)
+    inside = LayoutMeasures(typical.box_area[1] - 1e-3, IOU_TOLERANCE - 1e-3, 0.5)
+    assert within_data_range(inside, typical) == {"box_area": True, "pairwise_iou": True}
+    grown = LayoutMeasures(typical.box_area[1] + 1e-3, IOU_TOLERANCE + 1e-3, 0.5)
+    assert within_data_range(grown, typical) == {"box_area": False, "pairwise_iou": False}
+    shrunk = LayoutMeasures(typical.box_area[0] - 1e-3, 0.0, 0.5)
+    assert within_data_range(shrunk, typical)["box_area"] is False
     nothing = LayoutMeasures(math.nan, math.nan, 0.0)
     assert nothing.as_dict() == {"box_area": None, "pairwise_iou": None, "placement": 0.0}
-    assert within_data_range(nothing, data) == {"box_area": False, "pairwise_iou": False}
+    assert within_data_range(nothing, typical) == {"box_area": False, "pairwise_iou": False}
+    assert json.loads(json.dumps(typical.as_dict())) == {"box_area": list(typical.box_area), "pairwise_iou": [0.0, 0.0]}

@@ -245,6 +245,7 @@ def test_two_ranks_with_gloo_end_with_identical_parameters(tmp_path):
     assert any("lora_B" in n and rank0[n].abs().sum() > 0 for n in rank0), "the adapters did not move"
 
 
+@pytest.mark.slow  # four processes; the replicated gloo test above stays in the default run
 def test_fsdp_trains_like_the_replicated_model_and_resumes_exactly(tmp_path):
     """Full fine-tuning with a KL reference on two gloo ranks: FSDP2-sharded weights, gradients and AdamW
     state end where the replicated run ends; a sharded run resumed from its step-1 checkpoint ends
@@ -279,23 +280,29 @@ def test_fsdp_without_a_process_group_is_rejected(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_demo_learns_in_both_stages(tmp_path):
-    """`gotr1 demo` as users run it (its own process, no Triton interpreter), seed 0: SFT makes the chains copy
-    the prompts and the images beat the shuffled control; GRPO then raises the held-out total by >= 0.10 and
-    >= 5 standard errors, and layout and colour each by >= 3 standard errors (the demo's goals)."""
+@pytest.mark.parametrize(("seed", "threads"), [(0, 1), (1, 2)])
+def test_the_demo_learns_in_both_stages(tmp_path, seed, threads):
+    """`gotr1 demo` as users run it (its own process, no Triton interpreter), at one configuration per thread
+    count: SFT makes the chains copy the prompts and the images beat the shuffled control; GRPO then raises the
+    held-out total by >= 0.10 and >= 4 standard errors, layout and colour each by >= 2 standard errors, while the
+    chains keep their language (exact copy >= 0.90) and their boxes stay in the data's range (the demo's goals)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-m", "gotr1.cli", "demo", "--out", str(tmp_path), "--no-progress"],
+    done = subprocess.run([sys.executable, "-m", "gotr1.cli", "demo", "--out", str(tmp_path), "--no-progress",
+                           "--seed", str(seed), "--threads", str(threads)],
                           capture_output=True, text=True, timeout=1800, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "summary.json").read_text())
     after_sft = result["stages"]["after SFT"]
-    assert result["sft_exact"] >= 0.6 and result["chains_cut_by_cap"]["after SFT"] == 0, result
+    assert result["threads"] == threads and result["sft_exact"] >= 0.6, result
+    assert result["chains_cut_by_cap"]["after SFT"] == 0, result
     assert after_sft["color"]["mean"] > result["color_shuffled_control"]["after SFT"] + 0.05, result
     assert result["vq"]["color_reconstructed"] >= 0.8, result["vq"]
     gain = result["grpo_gain"]
-    assert gain["total"]["mean"] >= 0.10 and gain["total"]["mean"] >= 5 * gain["total"]["se"], gain
+    assert gain["total"]["mean"] >= 0.10 and gain["total"]["mean"] >= 4 * gain["total"]["se"], gain
     for name in ("layout", "color"):
-        assert gain[name]["mean"] >= 3 * gain[name]["se"], (name, gain)
+        assert gain[name]["mean"] >= 2 * gain[name]["se"], (name, gain)
+    assert result["exact"]["after GRPO"] >= 0.90, result["exact"]
+    assert result["within_data_range"]["after GRPO"] == {"box_area": True, "pairwise_iou": True}, result
 
 
 def test_judge_failures_score_zero_are_counted_and_the_run_goes_on(tmp_path):
@@ -370,7 +377,7 @@ print(json.dumps([{k: v for k, v in m.items() if not k.startswith(("seconds", "t
 """
 
 
-@pytest.mark.parametrize("use_lora", ["lora", "full"])
+@pytest.mark.parametrize("use_lora", [pytest.param("lora", marks=pytest.mark.slow), "full"])
 def test_two_processes_of_one_config_log_identical_metrics(tmp_path, use_lora):
     """A policy loaded from a folder, trained twice in fresh processes: the same metrics, bit for bit."""
     model, processor = tiny_janus(seed=2)

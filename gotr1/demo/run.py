@@ -28,15 +28,48 @@ Why the world and the settings are what they are (each measured on a 2-core CPU)
   0.99 at temperature 1) and the images paint them (colour 0.31 against 0.18 with another prompt's
   images). At 600 steps: exact copy 0.70, colour 0.17 against 0.13; at 300 (the earlier demo) 0.004.
 * **The chain cap** (96 tokens) sits well above the longest training chain (58 tokens); the demo checks it.
-* **GRPO**: full fine-tuning without a KL term (beta 0), 8 prompts x 8 samples, 200 steps at lr 1e-3
-  (about 160 s). At lr 3e-4 for 80 steps the held-out total rose by only +0.045 ± 0.015; lr 3e-3 had
-  collapsed every sample to reward 0 within a few steps in an earlier version of the demo.
+* **GRPO**: full fine-tuning with a KL term to the SFT policy (beta 0.04, GRPOConfig's default; the paper gives none),
+  8 prompts x 8 samples, 200 steps at lr 1e-3. What was tried (seed 0, held-out total gain ± SE; exact copy,
+  mean box area and pairwise IoU after GRPO; the data's chains: box area 0.217, central 90% 0.094-0.375, no
+  overlap). Rows marked * ran SFT at 2 threads and GRPO at 1; the others are the demo itself:
+
+  ==========================================  ===============  ==========  ========  ============
+  setting                                     total gain       exact copy  box area  pairwise IoU
+  ==========================================  ===============  ==========  ========  ============
+  beta 0, centre-only rule, 2 threads         +0.141 ± 0.023   0.789       0.353     0.049
+  same, 1 thread (the machine was busy)       +0.007 ± 0.040   0.777
+  beta 0, IoU and count rules *               +0.191 ± 0.026   0.984       0.339     0.371
+  **beta 0.04**, 1 thread                     +0.129 ± 0.022   0.984       0.325     0.013
+  **beta 0.04**, 2 threads                    +0.158 ± 0.022   0.984       0.288     0.018
+  beta 0.1, 1 thread                          +0.100 ± 0.026   0.973       0.295     0.010
+  beta 0.1, 2 threads                         +0.122 ± 0.024   0.988       0.295     0.008
+  beta 0.2 *                                  +0.085 ± 0.018   0.977       0.277     0.018
+  beta 0.1, lr 5e-4 *                         +0.118 ± 0.021   0.980       0.298     0.022
+  beta 0.1, groups of 16 (twice the time) *   +0.144 ± 0.019   0.977       0.301     0.014
+  ==========================================  ===============  ==========  ========  ============
+
+  Without the KL term the chains' language drifted whenever the trajectory wandered (exact copy 0.98 -> 0.78,
+  chains like ``Three red triangles1000) on a of aAn``), and which trajectory a run took depended on float
+  rounding. The layout rule let boxes grow over each other (centre-only relations; one box for "three
+  triangles"): relations now need distinct places (IoU below 0.1) and number words exact counts, after which
+  beta 0 stacked the unrelated objects of a row (IoU 0.37) until the rule asked every object for its own
+  place. Any beta from 0.04 keeps the language and the overlap at the data's; from 0.1 the KL holds the
+  policy too close for a clear gain everywhere (seed 0 at 1 thread: 3.8 standard errors).
+  Boxes grow by a third at any beta: the colour reward favours big boxes because the tiny VQ paints one-cell
+  objects less faithfully (a perfect picture's reconstruction scores 0.82 for a one-cell box, 0.91 for two
+  cells, 0.96-0.98 from three), and neither a lower target share nor scoring an inner region removes it.
+  At lr 3e-4 for 80 steps (beta 0) the total rose by only +0.045 ± 0.015; lr 3e-3 collapsed every sample
+  to reward 0 within a few steps in an earlier version of the demo.
+* **Measures no reward computes** (:mod:`gotr1.demo.heldout`): mean box area, mean pairwise IoU and the
+  world's placement rules, per stage beside the data's. A gain counts when the after-GRPO chains stay in the
+  data's range: mean box area inside the central 90% of the data's chains, IoU at most 0.02 above it
+  (``summary.json``'s ``within_data_range``).
 * **Threads**: torch uses the cores nobody else is busy on (:mod:`gotr1.threads`), so the demo keeps its time
   on a shared machine; a run is bit-reproducible for a seed at a fixed thread count (``--threads``).
 
 Departures from the paper: rule rewards replace Qwen2.5-VL (no judge can be downloaded offline) and are
 averaged rather than multiplied (a product would zero the chain's signal whenever the tiny image stage
-misses a colour); the model is tiny and fully fine-tuned without a KL term so that CPU steps show learning.
+misses a colour); the model is tiny and fully fine-tuned so that CPU steps show learning.
 
 Run: ``gotr1 demo --out demo_out`` (about 4.5 minutes on 2 cores) or ``gotr1 demo --quick`` (a smoke test).
 """
@@ -51,7 +84,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gotr1.demo.heldout import LayoutMeasures, data_measures, layout_measures, within_data_range
+from gotr1.demo.heldout import DataRange, LayoutMeasures, data_measures, data_range, layout_measures, within_data_range
 from gotr1.demo.plots import line_plot
 from gotr1.demo.synthetic import DEMO_GRID, DEMO_IMAGE_SIZE, Placement, draw_sample, synthetic_samples, write_samples
 from gotr1.demo.vq_train import load_vq, mean_picture_mse, reconstruct, reconstruction_mse
@@ -76,14 +109,15 @@ class DemoScale:
     sft_steps: int
     grpo_steps: int
     grpo_lr: float
+    grpo_beta: float
     group_size: int
     prompts_per_step: int
 
 
 FULL = DemoScale(train_samples=4000, held_out=64, samples_per_prompt=4, sft_steps=2000, grpo_steps=200, grpo_lr=1e-3,
-                 group_size=8, prompts_per_step=8)
+                 grpo_beta=0.04, group_size=8, prompts_per_step=8)
 QUICK = DemoScale(train_samples=16, held_out=4, samples_per_prompt=2, sft_steps=3, grpo_steps=2, grpo_lr=3e-4,
-                  group_size=2, prompts_per_step=2)
+                  grpo_beta=0.04, group_size=2, prompts_per_step=2)
 RELATION_NOISE = 0.5
 MAX_CHAIN_TOKENS = 96
 SFT_LR, SFT_BATCH = 3e-3, 16
@@ -166,7 +200,7 @@ def _gain(before: Evaluation, after: Evaluation) -> dict:
     return {name: _mean_se(after.per_prompt[name] - before.per_prompt[name]) for name in after.per_prompt}
 
 
-def _table(evaluations: dict[str, Evaluation], gain: dict, data: LayoutMeasures) -> str:
+def _table(evaluations: dict[str, Evaluation], gain: dict, data: LayoutMeasures, typical: DataRange) -> str:
     names = list(next(iter(evaluations.values())).per_prompt)
     lines = ["| reward | " + " | ".join(evaluations) + " | GRPO gain |", "|---" * (len(evaluations) + 2) + "|"]
     summaries = [e.summary() for e in evaluations.values()]
@@ -180,7 +214,9 @@ def _table(evaluations: dict[str, Evaluation], gain: dict, data: LayoutMeasures)
     for name, label in (("box_area", "mean box area"), ("pairwise_iou", "mean pairwise IoU"),
                         ("placement", "world's placement")):
         cells = " | ".join(f"{getattr(e.layout, name):.3f}" for e in evaluations.values())
-        lines.append(f"| {label} (SFT data {getattr(data, name):.3f}) | {cells} | |")
+        bounds = getattr(typical, name, None)
+        band = f", central 90% {bounds[0]:.3f}–{bounds[1]:.3f}" if bounds else ""
+        lines.append(f"| {label} (SFT data {getattr(data, name):.3f}{band}) | {cells} | |")
     return "\n".join(lines)
 
 
@@ -213,7 +249,7 @@ def _run_demo(out: Path, scale: DemoScale, quick: bool, seed: int, progress: boo
     train = synthetic_samples(scale.train_samples, seed=seed, grid=DEMO_GRID, relation_noise=RELATION_NOISE)
     _check_chain_cap(processor, train)
     data = write_samples(out / "data", train, image_size=DEMO_IMAGE_SIZE)
-    data_layout = data_measures(train, PLACEMENT)
+    data_layout, typical = data_measures(train, PLACEMENT), data_range(train)
     held_out = synthetic_samples(scale.held_out, seed=seed + 10_000, grid=DEMO_GRID)
     vq = _vq_report(model, held_out, reward, out / "vq_recon.png")
     clock.lap("data and VQ")
@@ -236,7 +272,7 @@ def _run_demo(out: Path, scale: DemoScale, quick: bool, seed: int, progress: boo
     print(f"[4/6] stage 2: GRPO with the layout and colour rule rewards ({scale.grpo_steps} steps)")
     prompts = [s.prompt for s in synthetic_samples(scale.train_samples, seed=seed + 20_000, grid=DEMO_GRID)]
     grpo = GRPOTrainer(model, processor, reward, GRPOConfig(
-        output_dir=str(out / "grpo"), use_lora=False, beta=0.0,
+        output_dir=str(out / "grpo"), use_lora=False, beta=scale.grpo_beta,
         lr=scale.grpo_lr, warmup_steps=0, max_steps=scale.grpo_steps, prompts_per_step=scale.prompts_per_step,
         group_size=scale.group_size, max_chain_tokens=MAX_CHAIN_TOKENS, micro_batch_size=32,
         save_every=scale.grpo_steps, sample_every=0, seed=seed, progress=progress), prompts)
@@ -250,7 +286,7 @@ def _run_demo(out: Path, scale: DemoScale, quick: bool, seed: int, progress: boo
 
     print("[6/6] writing the table, curves and sample grids")
     gain = _gain(evaluations[STAGES[1]], evaluations[STAGES[2]])
-    table = _table(evaluations, gain, data_layout)
+    table = _table(evaluations, gain, data_layout, typical)
     files = {"reward_curve": _reward_curve(log, reward, out / "reward_curve.png"),
              "samples": _samples_png(out / "samples.png", held_out, evaluations),
              "vq_recon": out / "vq_recon.png"}
@@ -264,7 +300,8 @@ def _run_demo(out: Path, scale: DemoScale, quick: bool, seed: int, progress: boo
         "color_shuffled_control": {stage: e.color_shuffled for stage, e in evaluations.items()},
         "layout_measures": {"SFT data": data_layout.as_dict(),
                             **{stage: e.layout.as_dict() for stage, e in evaluations.items()}},
-        "within_data_range": {stage: within_data_range(e.layout, data_layout) for stage, e in evaluations.items()},
+        "data_range": typical.as_dict(),
+        "within_data_range": {stage: within_data_range(e.layout, typical) for stage, e in evaluations.items()},
         "vq": vq,
         "seconds": clock.laps,
         # GRPO's before/after means, the keys earlier versions wrote.
