@@ -55,9 +55,10 @@ Why the world and the settings are what they are (each measured on a 2-core CPU)
   beta 0 stacked the unrelated objects of a row (IoU 0.37) until the rule asked every object for its own
   place. Any beta from 0.04 keeps the language and the overlap at the data's; from 0.1 the KL holds the
   policy too close for a clear gain everywhere (seed 0 at 1 thread: 3.8 standard errors).
-  Boxes grow by a third at any beta: the colour reward favours big boxes because the tiny VQ paints one-cell
-  objects less faithfully (a perfect picture's reconstruction scores 0.82 for a one-cell box, 0.91 for two
-  cells, 0.96-0.98 from three), and neither a lower target share nor scoring an inner region removes it.
+  Boxes grow by a quarter to a half at any beta: the colour reward favours big boxes because the tiny VQ
+  paints one-cell objects less faithfully (a perfect picture's reconstruction scores 0.82 for a one-cell box,
+  0.91 for two cells, 0.96-0.98 from three), and neither a lower target share nor scoring an inner region
+  removes it.
   At lr 3e-4 for 80 steps (beta 0) the total rose by only +0.045 ± 0.015; lr 3e-3 collapsed every sample
   to reward 0 within a few steps in an earlier version of the demo.
 * **Measures no reward computes** (:mod:`gotr1.demo.heldout`): mean box area, mean pairwise IoU and the
@@ -71,7 +72,7 @@ Departures from the paper: rule rewards replace Qwen2.5-VL (no judge can be down
 averaged rather than multiplied (a product would zero the chain's signal whenever the tiny image stage
 misses a colour); the model is tiny and fully fine-tuned so that CPU steps show learning.
 
-Run: ``gotr1 demo --out demo_out`` (about 4.5 minutes on 2 cores) or ``gotr1 demo --quick`` (a smoke test).
+Run: ``gotr1 demo --out demo_out`` (about 7 minutes on 2 cores) or ``gotr1 demo --quick`` (a smoke test).
 """
 
 from __future__ import annotations
